@@ -1,0 +1,83 @@
+"""One JSON error shape for every failure: {"error": {"status", "code", "message", ...}}.
+
+Routes raise ``ApiError``; Werkzeug's HTTP errors (404 route, 405, 413, 415) and pydantic
+validation failures are mapped to the same shape, and anything unexpected becomes a
+logged 500 with no traceback in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from flask import Flask, Response
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: object):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, **details: object) -> Response:
+    body = {"status": status, "code": code, "message": message, **details}
+    return Response(orjson.dumps({"error": body}), status=status, mimetype="application/json")
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+}
+
+
+def validation_error_response(e: ValidationError) -> Response:
+    """pydantic failures → 400 naming each bad field and why."""
+    problems = [
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or None,
+            "reason": err["msg"],
+        }
+        for err in e.errors(include_url=False, include_input=False)
+    ]
+    first = problems[0] if problems else {"field": None, "reason": "invalid input"}
+    message = f"{first['field']}: {first['reason']}" if first["field"] else first["reason"]
+    return error_response(400, "invalid_parameter", message, errors=problems)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(e: ApiError) -> Response:
+        return error_response(e.status, e.code, e.message, **e.details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Response:
+        status = e.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = e.description or e.name
+        if status == 404:
+            message = "no such route"
+        resp = error_response(status, code, message)
+        allowed = getattr(e, "valid_methods", None)
+        if allowed:
+            resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,56 @@
+"""The ``stocks`` command: one entry point whose subcommands start each part."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stocks import loader  # noqa: PLC0415 - keep `stocks --help` light
+
+    parser = argparse.ArgumentParser(prog="stocks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (gunicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=5000)
+    serve.add_argument("--workers", type=int, default=None, help="default: 2 x cores")
+
+    worker = sub.add_parser("worker", help="run chart workers")
+    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
+
+    load = sub.add_parser("load", help="load prices into Redis DB 0")
+    loader.add_arguments(load)
+
+    run = sub.add_parser("run", help="Redis if needed, data if empty, API and a worker")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from stocks.api.server import serve  # noqa: PLC0415
+
+        return serve(args.host, args.port, args.workers)
+    if args.command == "worker":
+        from stocks.worker.main import run_workers  # noqa: PLC0415
+
+        return run_workers(args.concurrency)
+    if args.command == "load":
+        from stocks import loader  # noqa: PLC0415
+
+        return loader.run(args)
+    if args.command == "run":
+        from stocks import devrun  # noqa: PLC0415
+
+        return devrun.run(args.host, args.port)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,444 @@
+"""Price storage in Redis DB 0: the key layout and the binary bar format live here only.
+
+Key layout (DB 0)
+    stocks:symbols        SET   canonical symbols that have data (BRK.B, ^GSPC, ...)
+    stocks:meta:{SYM}     HASH  name, sector, first_date, last_date, rows, source,
+                                loaded_at, version (a new random token on every change)
+    stocks:bars:{SYM}     HASH  field "YYYY" -> that year's bars as packed records
+
+Bar record: 52 bytes, little-endian, ``BAR_DTYPE``
+    date int32 (days since 1970-01-01), open, high, low, close, adj_close float64
+    (NaN = missing cell), volume int64 (-1 = missing cell).
+
+Why this shape: a 5-year series is ~6 hash fields, so it comes back in one round trip
+with no per-row keys, costs ~52 B per row (the raw numbers plus a few bytes per year),
+and a range read fetches only the years it touches. ``np.frombuffer`` turns the bytes
+into columns without a parse. Year chunks, meta and the symbol set change together in
+MULTI/EXEC, so a reader sees the old series or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Iterable
+
+import numpy as np
+import redis
+
+SYMBOLS_KEY = "stocks:symbols"
+META_PREFIX = "stocks:meta:"
+BARS_PREFIX = "stocks:bars:"
+
+BAR_DTYPE = np.dtype(
+    [
+        ("date", "<i4"),
+        ("open", "<f8"),
+        ("high", "<f8"),
+        ("low", "<f8"),
+        ("close", "<f8"),
+        ("adj_close", "<f8"),
+        ("volume", "<i8"),
+    ]
+)
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+MISSING_VOLUME = -1
+EPOCH = dt.date(1970, 1, 1)
+
+SYMBOL_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-]{0,14}$")
+META_INT_FIELDS = ("rows",)
+WRITE_RETRIES = 50
+
+
+def meta_key(symbol: str) -> str:
+    return META_PREFIX + symbol
+
+
+def bars_key(symbol: str) -> str:
+    return BARS_PREFIX + symbol
+
+
+# --- dates -----------------------------------------------------------------------------
+
+
+def to_day(day: dt.date) -> int:
+    return (day - EPOCH).days
+
+
+def from_day(day: int) -> dt.date:
+    return EPOCH + dt.timedelta(days=int(day))
+
+
+def days_to_iso(days: np.ndarray) -> list[str]:
+    return np.datetime_as_string(days.astype("datetime64[D]")).tolist()
+
+
+# --- symbols ---------------------------------------------------------------------------
+
+
+def normalize_symbol(raw: str) -> str | None:
+    """Upper-case form of a well-formed symbol, or None when it cannot be one."""
+    sym = raw.strip().upper()
+    return sym if SYMBOL_RE.match(sym) else None
+
+
+def symbol_candidates(raw: str) -> list[str]:
+    """Stored forms to try: as given, then Yahoo's dash form read as a share class dot."""
+    sym = normalize_symbol(raw)
+    if sym is None:
+        return []
+    out = [sym]
+    if "-" in sym:
+        out.append(sym.replace("-", "."))
+    return out
+
+
+def resolve_symbol(r: redis.Redis, raw: str) -> str | None:
+    """The canonical stored symbol for user input (case-insensitive, BRK-B = BRK.B)."""
+    candidates = symbol_candidates(raw)
+    if not candidates:
+        return None
+    found = r.smismember(SYMBOLS_KEY, candidates)
+    for sym, present in zip(candidates, found, strict=True):
+        if present:
+            return sym
+    return None
+
+
+def list_symbols(r: redis.Redis) -> list[str]:
+    return sorted(s.decode() for s in r.smembers(SYMBOLS_KEY))
+
+
+def count_symbols(r: redis.Redis) -> int:
+    return int(r.scard(SYMBOLS_KEY))
+
+
+# --- metadata --------------------------------------------------------------------------
+
+
+def _decode_meta(raw: dict) -> dict:
+    meta = {k.decode(): v.decode() for k, v in raw.items()}
+    for field in META_INT_FIELDS:
+        if field in meta:
+            meta[field] = int(meta[field])
+    for field in ("name", "sector"):
+        if meta.get(field) == "":
+            meta[field] = None
+    return meta
+
+
+def get_meta(r: redis.Redis, symbol: str) -> dict | None:
+    raw = r.hgetall(meta_key(symbol))
+    return _decode_meta(raw) if raw else None
+
+
+def get_metas(r: redis.Redis, symbols: Iterable[str]) -> dict[str, dict]:
+    """Metadata for many symbols in one round trip; symbols without data are left out."""
+    symbols = list(symbols)
+    pipe = r.pipeline(transaction=False)
+    for sym in symbols:
+        pipe.hgetall(meta_key(sym))
+    return {sym: _decode_meta(raw) for sym, raw in zip(symbols, pipe.execute(), strict=True) if raw}
+
+
+def versions(r: redis.Redis, symbols: Iterable[str]) -> dict[str, str | None]:
+    """Data version of each symbol: it changes whenever the symbol's bars change."""
+    symbols = list(symbols)
+    pipe = r.pipeline(transaction=False)
+    for sym in symbols:
+        pipe.hget(meta_key(sym), "version")
+    return {
+        sym: (v.decode() if v is not None else None)
+        for sym, v in zip(symbols, pipe.execute(), strict=True)
+    }
+
+
+# --- reading bars ----------------------------------------------------------------------
+
+# Meta and the year chunks overlapping [lo, hi] in one atomic round trip. Years are
+# four-digit strings, so string comparison orders them.
+_READ_LUA = """
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return false end
+local years = redis.call('HKEYS', KEYS[2])
+table.sort(years)
+local wanted = {}
+for _, y in ipairs(years) do
+  if (ARGV[1] == '' or y >= ARGV[1]) and (ARGV[2] == '' or y <= ARGV[2]) then
+    wanted[#wanted + 1] = y
+  end
+end
+local out = {meta}
+if #wanted > 0 then
+  local chunks = redis.call('HMGET', KEYS[2], unpack(wanted))
+  for i = 1, #chunks do out[#out + 1] = chunks[i] end
+end
+return out
+"""
+
+_scripts: dict[int, object] = {}
+
+
+def _read_script(r: redis.Redis):
+    key = id(r)
+    script = _scripts.get(key)
+    if script is None:
+        script = _scripts[key] = r.register_script(_READ_LUA)
+    return script
+
+
+def empty_bars() -> np.ndarray:
+    return np.empty(0, dtype=BAR_DTYPE)
+
+
+def decode_chunks(chunks: Iterable[bytes]) -> np.ndarray:
+    data = b"".join(c for c in chunks if c)
+    return np.frombuffer(data, dtype=BAR_DTYPE) if data else empty_bars()
+
+
+def cut(bars: np.ndarray, start: dt.date | None, end: dt.date | None) -> np.ndarray:
+    """Bars with start <= date <= end (both inclusive); bars must be sorted by date."""
+    dates = bars["date"]
+    lo = 0 if start is None else int(np.searchsorted(dates, to_day(start), side="left"))
+    hi = len(bars) if end is None else int(np.searchsorted(dates, to_day(end), side="right"))
+    return bars[lo:hi]
+
+
+def read_series(
+    r: redis.Redis, symbol: str, start: dt.date | None = None, end: dt.date | None = None
+) -> tuple[dict, np.ndarray] | None:
+    """(meta, bars in [start, end]) for a stored symbol, None when it has no data.
+
+    The returned array is read-only (it views the Redis reply); copy before changing it.
+    """
+    lo = f"{start.year:04d}" if start else ""
+    hi = f"{end.year:04d}" if end else ""
+    reply = _read_script(r)(keys=[meta_key(symbol), bars_key(symbol)], args=[lo, hi])
+    if not reply:
+        return None
+    flat = reply[0]
+    meta = _decode_meta(dict(zip(flat[::2], flat[1::2], strict=True)))
+    bars = decode_chunks(reply[1:])
+    if start is not None or end is not None:
+        bars = cut(bars, start, end)
+    return meta, bars
+
+
+def read_bars(
+    r: redis.Redis, symbol: str, start: dt.date | None = None, end: dt.date | None = None
+) -> np.ndarray | None:
+    series = read_series(r, symbol, start, end)
+    return None if series is None else series[1]
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def new_version() -> str:
+    return uuid.uuid4().hex
+
+
+def _chunks_by_year(bars: np.ndarray) -> dict[str, bytes]:
+    """Split sorted bars into {year: packed bytes}."""
+    if len(bars) == 0:
+        return {}
+    years = bars["date"].astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970
+    bounds = np.flatnonzero(np.diff(years)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(bars)]))
+    return {
+        f"{years[s]:04d}": bars[s:e].tobytes() for s, e in zip(starts, ends, strict=True)
+    }
+
+
+def _series_meta(bars: np.ndarray, meta: dict) -> dict[str, str]:
+    out = {k: ("" if v is None else str(v)) for k, v in meta.items()}
+    out["rows"] = str(len(bars))
+    out["first_date"] = from_day(bars["date"][0]).isoformat()
+    out["last_date"] = from_day(bars["date"][-1]).isoformat()
+    out["version"] = new_version()
+    out.setdefault("loaded_at", utc_now_iso())
+    return out
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def check_bars(bars: np.ndarray) -> None:
+    """Refuse anything that would break the format's invariants (sorted, unique dates)."""
+    if bars.dtype != BAR_DTYPE:
+        raise ValueError(f"bars must have dtype BAR_DTYPE, not {bars.dtype}")
+    if len(bars) == 0:
+        raise ValueError("a series needs at least one bar")
+    if np.any(np.diff(bars["date"]) <= 0):
+        raise ValueError("bar dates must be strictly increasing")
+
+
+def replace_series(r: redis.Redis, symbol: str, bars: np.ndarray, meta: dict) -> dict:
+    """Store a whole series in place of any old one, atomically.
+
+    ``meta`` carries name, sector, source (and optionally loaded_at); rows, dates and
+    version are derived from the bars. Returns the stored metadata.
+    """
+    check_bars(bars)
+    stored = _series_meta(bars, meta)
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(bars_key(symbol), meta_key(symbol))
+    pipe.hset(bars_key(symbol), mapping=_chunks_by_year(bars))
+    pipe.hset(meta_key(symbol), mapping=stored)
+    pipe.sadd(SYMBOLS_KEY, symbol)
+    pipe.execute()
+    return _decode_meta({k.encode(): v.encode() for k, v in stored.items()})
+
+
+def delete_series(r: redis.Redis, symbol: str) -> bool:
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(bars_key(symbol), meta_key(symbol))
+    pipe.srem(SYMBOLS_KEY, symbol)
+    return bool(pipe.execute()[0])
+
+
+def _rewrite_year(r: redis.Redis, symbol: str, day: int, change) -> tuple[dict, bool] | None:
+    """Apply ``change(year_bars) -> (new_year_bars, changed)`` under WATCH, retrying on races.
+
+    Only the touched year is rewritten; meta is recomputed from the full series so it
+    stays true. Returns (meta, changed), or None when the symbol has no data.
+    """
+    year = f"{from_day(day).year:04d}"
+    mkey, bkey = meta_key(symbol), bars_key(symbol)
+    for _ in range(WRITE_RETRIES):
+        with r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(mkey, bkey)
+                raw_meta = pipe.hgetall(mkey)
+                if not raw_meta:
+                    return None
+                chunks = pipe.hgetall(bkey)
+                old_year = decode_chunks([chunks.get(year.encode(), b"")])
+                new_year, changed = change(old_year)
+                if not changed:
+                    pipe.unwatch()
+                    return _decode_meta(raw_meta), False
+                if len(new_year):
+                    chunks[year.encode()] = new_year.tobytes()
+                else:
+                    chunks.pop(year.encode(), None)
+                meta = _decode_meta(raw_meta)
+                pipe.multi()
+                if chunks:
+                    everything = decode_chunks(chunks[k] for k in sorted(chunks))
+                    stored = _series_meta(everything, meta)
+                    if len(new_year):
+                        pipe.hset(bkey, year, new_year.tobytes())
+                    else:
+                        pipe.hdel(bkey, year)
+                    pipe.hset(mkey, mapping=stored)
+                else:
+                    # The last bar went away: the symbol goes with it.
+                    stored = None
+                    pipe.delete(bkey, mkey)
+                    pipe.srem(SYMBOLS_KEY, symbol)
+                pipe.execute()
+                if stored is None:
+                    return {}, True
+                return _decode_meta({k.encode(): v.encode() for k, v in stored.items()}), True
+            except redis.WatchError:
+                continue
+    raise RuntimeError(f"too much write contention on {symbol}")
+
+
+def upsert_bar(r: redis.Redis, symbol: str, bar: np.void | np.ndarray) -> tuple[dict, bool] | None:
+    """Insert or replace the bar for its date. Returns (meta, created) or None if unknown."""
+    bar = np.asarray(bar, dtype=BAR_DTYPE).reshape(1)
+    day = int(bar["date"][0])
+    created = {"value": False}
+
+    def change(year_bars: np.ndarray) -> tuple[np.ndarray, bool]:
+        pos = int(np.searchsorted(year_bars["date"], day))
+        exists = pos < len(year_bars) and year_bars["date"][pos] == day
+        created["value"] = not exists
+        if exists:
+            out = year_bars.copy()
+            out[pos] = bar[0]
+            return out, True
+        return np.concatenate((year_bars[:pos], bar, year_bars[pos:])), True
+
+    result = _rewrite_year(r, symbol, day, change)
+    if result is None:
+        return None
+    return result[0], created["value"]
+
+
+def delete_bar(r: redis.Redis, symbol: str, day: dt.date) -> tuple[dict, bool] | None:
+    """Remove the bar on ``day``. Returns (meta, deleted) or None if the symbol is unknown."""
+    d = to_day(day)
+
+    def change(year_bars: np.ndarray) -> tuple[np.ndarray, bool]:
+        keep = year_bars["date"] != d
+        if keep.all():
+            return year_bars, False
+        return year_bars[keep], True
+
+    return _rewrite_year(r, symbol, d, change)
+
+
+def make_bars(
+    dates: Iterable[dt.date] | np.ndarray,
+    open_: Iterable[float],
+    high: Iterable[float],
+    low: Iterable[float],
+    close: Iterable[float],
+    volume: Iterable[int | None],
+    adj_close: Iterable[float] | None = None,
+) -> np.ndarray:
+    """Build a BAR_DTYPE array from columns; None/NaN become the missing markers."""
+    dates = np.asarray(dates)
+    if dates.dtype.kind == "M":
+        days = dates.astype("datetime64[D]").astype(np.int64)
+    elif dates.dtype.kind in "iu":
+        days = dates.astype(np.int64)
+    else:
+        days = np.array([to_day(d) for d in dates], dtype=np.int64)
+    out = np.empty(len(days), dtype=BAR_DTYPE)
+    out["date"] = days
+    for name, col in (("open", open_), ("high", high), ("low", low), ("close", close)):
+        out[name] = np.asarray(col, dtype=np.float64)
+    out["adj_close"] = np.nan if adj_close is None else np.asarray(adj_close, dtype=np.float64)
+    vol = np.asarray(volume, dtype=np.float64)
+    out["volume"] = np.where(np.isnan(vol), MISSING_VOLUME, np.nan_to_num(vol)).astype(np.int64)
+    return out
+
+
+def volumes_as_float(bars: np.ndarray) -> np.ndarray:
+    """Volume column with missing cells as NaN, for arithmetic."""
+    vol = bars["volume"].astype(np.float64)
+    vol[bars["volume"] == MISSING_VOLUME] = np.nan
+    return vol
+
+
+def bar_dicts(bars: np.ndarray, fields: Iterable[str] | None = None) -> list[dict]:
+    """JSON-ready rows: ISO dates, exact floats, None for missing cells.
+
+    adj_close is included only when the series has one (any value present).
+    """
+    cols = list(fields) if fields is not None else ["open", "high", "low", "close", "volume"]
+    if fields is None and len(bars) and not np.isnan(bars["adj_close"]).all():
+        cols.append("adj_close")
+    columns: list[list] = [days_to_iso(bars["date"])]
+    for name in cols:
+        if name == "volume":
+            vol = bars["volume"]
+            values = vol.tolist()
+            if (vol == MISSING_VOLUME).any():
+                values = [None if v == MISSING_VOLUME else v for v in values]
+        else:
+            col = bars[name]
+            values = col.tolist()
+            if np.isnan(col).any():
+                values = [None if v != v else v for v in values]
+        columns.append(values)
+    keys = ["date", *cols]
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+
