@@ -7,7 +7,7 @@ cluster; secrets (API keys, Redis password inside REDIS_URL) never live in code.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 
 import redis
 
@@ -35,7 +35,7 @@ def redis_url() -> str:
     return env_str("REDIS_URL", "redis://127.0.0.1:6379")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _client(url: str, db: int, decode: bool) -> redis.Redis:
     return redis.Redis.from_url(
         url,

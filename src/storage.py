@@ -247,9 +247,7 @@ def _chunks_by_year(bars: np.ndarray) -> dict[str, bytes]:
     bounds = np.flatnonzero(np.diff(years)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(bars)]))
-    return {
-        f"{years[s]:04d}": bars[s:e].tobytes() for s, e in zip(starts, ends, strict=True)
-    }
+    return {f"{years[s]:04d}": bars[s:e].tobytes() for s, e in zip(starts, ends, strict=True)}
 
 
 def _series_meta(bars: np.ndarray, meta: dict) -> dict[str, str]:
@@ -441,4 +439,3 @@ def bar_dicts(bars: np.ndarray, fields: Iterable[str] | None = None) -> list[dic
         columns.append(values)
     keys = ["date", *cols]
     return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
-

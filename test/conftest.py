@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from stocks.config import reset_clients
 from stocks.redis_server import RedisServer
 

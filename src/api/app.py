@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_openapi3 import Info, OpenAPI
-
 from stocks.api import analytics, job_routes, prices
 from stocks.api.errors import register_error_handlers, validation_error_response
 
