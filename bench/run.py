@@ -1,0 +1,66 @@
+"""``make bench``: run every benchmark section and write bench/RESULTS.md.
+
+Each ``bench/bench_<area>.py`` starts what it needs (its own redis-server and servers)
+and returns a Markdown section; figures are compared against a peer measured in the
+same run, since absolute times on shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+SECTIONS = ["load", "api", "analytics", "charts", "queue"]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def header() -> str:
+    return "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            "Written by `make bench` (`.venv/bin/python -m bench.run`); one section can be rerun",
+            "alone with `.venv/bin/python -m bench.bench_<area>`.",
+            "",
+            f"- run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+            f"- machine: {os.cpu_count()} cores, {platform.machine()}, "
+            f"Python {platform.python_version()}",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sections", nargs="*", default=SECTIONS, choices=SECTIONS)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    parts = [header()]
+    failed = 0
+    for name in args.sections:
+        print(f"== bench {name}", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            module = importlib.import_module(f"bench.bench_{name}")
+            section = module.run()
+        except Exception:  # noqa: BLE001 - a failed section is reported, the rest still run
+            failed += 1
+            section = f"## {name}\n\nFAILED:\n\n```\n{traceback.format_exc()}```\n"
+        print(section, flush=True)
+        print(f"== {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        parts.append(section.rstrip() + "\n")
+    if not args.no_write:
+        RESULTS.write_text("\n".join(parts))
+        print(f"wrote {RESULTS}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
