@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from stocks.config import reset_clients
 from stocks.redis_server import RedisServer
 

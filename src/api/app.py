@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_openapi3 import Info, OpenAPI
+
 from stocks.api import analytics, job_routes, prices
 from stocks.api.errors import register_error_handlers, validation_error_response
 
