@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the HTTP API (gunicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=5000)
-    serve.add_argument("--workers", type=int, default=None, help="default: 2 x cores")
+    serve.add_argument("--workers", type=int, default=None, help="default: cores + 1")
 
     worker = sub.add_parser("worker", help="run chart workers")
     worker.add_argument("--concurrency", type=int, default=1, help="worker processes")

@@ -1,7 +1,460 @@
-"""Placeholder: routes are added by the owning issue."""
+"""Analytics routes: stats, change, indicators and compare over stored price series.
 
-from flask import Flask
+The formulas live in ``stocks.analytics``; this module validates input (declared models,
+so OpenAPI documents them), fetches series through ``stocks.storage`` and shapes answers.
+
+Speed: each worker keeps an LRU of whole series keyed by (symbol, data version), and
+one of computed indicator rows keyed by (symbol, version, indicator, params). A request
+costs one small round trip (the version of every symbol asked for, which also resolves
+case and BRK-B/BRK.B aliases); bars are read only when the version changed, so a write
+is visible on the very next request and nothing stale is ever served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from flask import Flask, Response
+from flask_openapi3 import Tag
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stocks import analytics as calc
+from stocks import storage
+from stocks.api.errors import ApiError
+from stocks.api.models import (
+    ApiModel,
+    DateRange,
+    FormatQuery,
+    IsoDate,
+    SymbolPath,
+    Text,
+    invalid,
+)
+from stocks.api.respond import json_response, list_response
+from stocks.config import STOCKS_DB, env_int, redis_client
+
+TAG = Tag(name="analytics", description="statistics, period changes, indicators, comparisons")
+CACHE_SIZE = env_int("STOCKS_ANALYTICS_CACHE", 128)
+INDICATOR_CACHE_SIZE = env_int("STOCKS_INDICATOR_CACHE", 48)
+MAX_COMPARE = 20
+MAX_WINDOW = 500
+
+StatsPeriod = Literal["1mo", "3mo", "6mo", "1y", "5y"]
+ChangePeriod = Literal["1d", "5d", "1mo", "3mo", "6mo", "1y", "5y"]
+
+
+# --- request models --------------------------------------------------------------------
+
+
+class StatsQuery(DateRange):
+    period: StatsPeriod | None = Field(
+        default=None,
+        description="instead of start: from the last trading day on or before end − period",
+    )
+
+    @model_validator(mode="after")
+    def _period_or_start(self) -> StatsQuery:
+        if self.period is not None and self.start is not None:
+            raise invalid("give either start or period, not both")
+        return self
+
+
+class ChangeQuery(ApiModel):
+    period: ChangePeriod = Field(default="1d", description="calendar period back from end")
+    end: IsoDate | None = Field(default=None, description="default: the last stored day")
+
+
+class IndicatorPath(SymbolPath):
+    name: Text = Field(max_length=40, description="sma, ema, rsi, macd or bollinger")
+
+
+Window = int | None
+
+
+class IndicatorQuery(DateRange, FormatQuery):
+    window: Window = Field(
+        default=None, ge=2, le=MAX_WINDOW, description="sma/ema 20, rsi 14, bollinger 20"
+    )
+    k: float | None = Field(
+        default=None, gt=0, le=10, allow_inf_nan=False, description="bollinger width (2)"
+    )
+    fast: Window = Field(default=None, ge=2, le=MAX_WINDOW, description="macd fast EMA (12)")
+    slow: Window = Field(default=None, ge=2, le=MAX_WINDOW, description="macd slow EMA (26)")
+    signal: Window = Field(default=None, ge=2, le=MAX_WINDOW, description="macd signal EMA (9)")
+
+
+class CompareQuery(DateRange):
+    symbols: Text = Field(
+        max_length=600,
+        description=f"2 to {MAX_COMPARE} comma-separated symbols, case-insensitive "
+        "(e.g. AAPL,MSFT,GOOGL)",
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _split(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",")]
+        if any(not p for p in parts):
+            raise invalid("empty symbol in the list")
+        if len(parts) > MAX_COMPARE:
+            raise invalid(f"at most {MAX_COMPARE} symbols")
+        return value
+
+    def symbol_list(self) -> list[str]:
+        return [p.strip() for p in self.symbols.split(",")]
+
+
+# --- response models (documentation) ---------------------------------------------------
+
+
+class AnalyticsErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: int
+    code: str
+    message: str
+
+
+class AnalyticsErrorBody(BaseModel):
+    error: AnalyticsErrorDetail
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    symbol: str
+    start: dt.date = Field(description="first trading day used")
+    end: dt.date = Field(description="last trading day used")
+    first_close: float
+    last_close: float
+    return_: float = Field(alias="return", description="last_close / first_close − 1")
+    annualized_return: float | None = Field(
+        description="(1 + return) ** (365.25 / calendar days from start to end) − 1; "
+        "null for a single day"
+    )
+    annualized_volatility: float | None = Field(
+        description="sample std (ddof 1) of daily close-to-close returns × √252; null below 3 days"
+    )
+    max_drawdown: float = Field(description="min over t of close_t / max(close ≤ t) − 1")
+    high: float | None = Field(description="highest high (missing cells ignored)")
+    low: float | None = Field(description="lowest low (missing cells ignored)")
+    average_volume: float | None = Field(description="mean volume (missing cells ignored)")
+    trading_days: int
+
+
+class ChangeOut(BaseModel):
+    symbol: str
+    period: str
+    from_date: dt.date
+    from_close: float
+    to_date: dt.date
+    to_close: float
+    change: float = Field(description="to_close − from_close")
+    change_pct: float = Field(description="(to_close / from_close − 1) × 100")
+
+
+class IndicatorPoint(BaseModel):
+    date: dt.date
+    value: float | None = None
+    macd: float | None = None
+    signal: float | None = None
+    histogram: float | None = None
+    upper: float | None = None
+    middle: float | None = None
+    lower: float | None = None
+
+
+class IndicatorOut(BaseModel):
+    model_config = ConfigDict(
+        openapi_extra={
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    )
+    symbol: str
+    indicator: str
+    params: dict[str, float]
+    values: list[IndicatorPoint]
+
+
+class CompareOut(BaseModel):
+    symbols: list[str]
+    start: dt.date = Field(description="first common trading day")
+    end: dt.date = Field(description="last common trading day")
+    trading_days: int = Field(description="number of common trading days")
+    returns: dict[str, float]
+    volatility: dict[str, float | None]
+    correlation: dict[str, dict[str, float | None]]
+
+
+ERRORS = {400: AnalyticsErrorBody, 404: AnalyticsErrorBody, 422: AnalyticsErrorBody}
+
+
+# --- series cache ----------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """One symbol's whole history (bars with a close) at one data version."""
+
+    symbol: str
+    version: str
+    bars: np.ndarray
+    iso_dates: list[str]
+
+
+class LRU:
+    """A small thread-safe LRU (gthread workers share it between threads)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            value = self.items.get(key)
+            if value is not None:
+                self.items.move_to_end(key)
+            return value
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+
+
+# (symbol, version) -> Series: ~150 kB per 5-year series.
+CACHE = LRU(CACHE_SIZE)
+# (symbol, version, indicator, params) -> JSON-ready rows: ~0.4 MB per 5-year answer.
+INDICATOR_CACHE = LRU(INDICATOR_CACHE_SIZE)
+
+
+def unknown_symbol(raw: str) -> ApiError:
+    return ApiError(404, "unknown_symbol", f"unknown symbol {raw!r}", symbol=raw)
+
+
+def load_series(raws: list[str]) -> list[Series]:
+    """The series for user-typed symbols, in order; 404 naming the first unknown one.
+
+    One pipelined round trip fetches the version of every stored form of every symbol
+    (a missing one means "not stored"), then only changed series are read.
+    """
+    r = redis_client(STOCKS_DB)
+    candidates = [storage.symbol_candidates(raw) for raw in raws]
+    found = storage.versions(r, [c for cands in candidates for c in cands])
+    out = []
+    for raw, cands in zip(raws, candidates, strict=True):
+        hit = next(((s, found[s]) for s in cands if found.get(s)), None)
+        if hit is None:
+            raise unknown_symbol(raw)
+        series = CACHE.get(hit) or fetch_series(r, hit[0])
+        if series is None:
+            raise unknown_symbol(raw)
+        out.append(series)
+    return out
+
+
+def fetch_series(r, symbol: str) -> Series | None:
+    """Read a whole series (one round trip) and cache it under the version it came with."""
+    got = storage.read_series(r, symbol)
+    if got is None:
+        return None
+    meta, bars = got
+    bars = calc.with_close(bars).copy()
+    series = Series(symbol, meta["version"], bars, storage.days_to_iso(bars["date"]))
+    CACHE.put((symbol, series.version), series)
+    return series
+
+
+def bad_param(field_name: str, reason: str) -> ApiError:
+    return ApiError(
+        400,
+        "invalid_parameter",
+        f"{field_name}: {reason}",
+        errors=[{"field": field_name, "reason": reason}],
+    )
+
+
+def range_slice(series: Series, start: dt.date | None, end: dt.date | None) -> slice:
+    dates = series.bars["date"]
+    lo = 0 if start is None else int(np.searchsorted(dates, storage.to_day(start), "left"))
+    hi = len(dates) if end is None else int(np.searchsorted(dates, storage.to_day(end), "right"))
+    return slice(lo, max(lo, hi))
+
+
+def unprocessable(err: calc.AnalyticsError) -> ApiError:
+    return ApiError(422, err.code, err.message)
+
+
+# --- indicators ------------------------------------------------------------------------
+
+
+def indicator_params(name: str, query: IndicatorQuery, rows: int) -> dict[str, float]:
+    """Defaults filled in; parameters of other indicators and impossible windows are 400s."""
+    spec = calc.INDICATORS[name]
+    given = {k: getattr(query, k) for k in ("window", "k", "fast", "slow", "signal")}
+    for key, value in given.items():
+        if value is not None and key not in spec.defaults:
+            known = ", ".join(spec.defaults)
+            raise bad_param(key, f"not a parameter of {name} (its parameters: {known})")
+    params = calc.indicator_params(name, given)
+    if name == "macd" and params["fast"] >= params["slow"]:
+        raise bad_param("fast", "must be smaller than slow")
+    need = spec.lookback(params)
+    if need > rows:
+        key = "slow" if name == "macd" else "window"
+        raise bad_param(key, f"{need} is more than the {rows} stored trading days")
+    return params
+
+
+def indicator_rows(series: Series, name: str, params: dict[str, float]) -> list[dict]:
+    """Rows {date, column…} over the whole history, cached per data version."""
+    key = (series.symbol, series.version, name, tuple(sorted(params.items())))
+    rows = INDICATOR_CACHE.get(key)
+    if rows is not None:
+        return rows
+    columns = calc.compute_indicator(name, series.bars["close"], params)
+    names = list(columns)
+    lists = []
+    for col in columns.values():
+        values = col.tolist()
+        lists.append([None if v != v else v for v in values])
+    rows = [
+        dict(zip(["date", *names], row, strict=True))
+        for row in zip(series.iso_dates, *lists, strict=True)
+    ]
+    INDICATOR_CACHE.put(key, rows)
+    return rows
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+def stats_route(path: SymbolPath, query: StatsQuery) -> Response:
+    (series,) = load_series([path.symbol])
+    start, end = query.start, query.end
+    try:
+        if query.period is not None:
+            last = storage.from_day(series.bars["date"][-1]) if len(series.bars) else None
+            end = end or last
+            if end is not None:
+                start, end = calc.stats_range_for_period(series.bars, query.period, end)
+        body = calc.stats(series.bars[range_slice(series, start, end)])
+    except calc.AnalyticsError as e:
+        raise unprocessable(e) from None
+    return json_response({"symbol": series.symbol, **body})
+
+
+def change_route(path: SymbolPath, query: ChangeQuery) -> Response:
+    (series,) = load_series([path.symbol])
+    try:
+        body = calc.change(series.bars, query.period, query.end)
+    except calc.AnalyticsError as e:
+        raise unprocessable(e) from None
+    return json_response({"symbol": series.symbol, **body})
+
+
+def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
+    name = path.name.lower()
+    if name not in calc.INDICATORS:
+        known = sorted(calc.INDICATORS)
+        raise ApiError(
+            404,
+            "unknown_indicator",
+            f"unknown indicator {path.name!r}; known: {', '.join(known)}",
+            known=known,
+        )
+    (series,) = load_series([path.symbol])
+    params = indicator_params(name, query, len(series.bars))
+    rows = indicator_rows(series, name, params)[range_slice(series, query.start, query.end)]
+    payload = {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
+    columns = ["date", *calc.INDICATORS[name].columns]
+    return list_response(payload, "values", columns, query.format)
+
+
+def compare_route(query: CompareQuery) -> Response:
+    raws = query.symbol_list()
+    loaded = load_series(raws)
+    unique = list({s.symbol: s for s in loaded}.values())
+    if len(unique) < 2:
+        raise bad_param("symbols", "needs at least 2 distinct symbols")
+    series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
+    try:
+        body = calc.compare(series, list(series))
+    except calc.AnalyticsError as e:
+        raise unprocessable(e) from None
+    return json_response({"symbols": list(series), **body})
+
+
+STATS_DOC = (
+    "Statistics of the closes in [start, end] (or the period back from end). "
+    "return = last_close / first_close − 1; annualized_return = (1 + return) ** "
+    "(365.25 / calendar days between the first and last trading day) − 1 (null for one "
+    "day); annualized_volatility = sample std (ddof 1) of daily close-to-close returns × "
+    "√252; max_drawdown = min over t of close_t / max(close ≤ t) − 1; high/low/"
+    "average_volume ignore missing cells. With period, start is the last trading day on or "
+    "before end − period (so return equals /change for that period). start/end in the "
+    "answer are the trading days actually used. No trading day in range: 422."
+)
+CHANGE_DOC = (
+    "Close on the last trading day on or before end (default: last stored day) against "
+    "the close on the last trading day on or before end − period, in calendar arithmetic "
+    "(1d = one calendar day; months clamp the day: Mar 31 − 1mo = Feb 28). Weekends and "
+    "holidays are never an error; 422 when no trading day is that old."
+)
+INDICATOR_DOC = (
+    "Computed over the whole stored history, then cut to [start, end], so a value never "
+    "depends on the range asked for; null while the window is not full. sma(window=20); "
+    "ema(window=20): alpha 2/(n+1), seeded with the SMA of the first n closes (TA-Lib); "
+    "rsi(window=14): Wilder smoothing; macd(fast=12, slow=26, signal=9): EMA(fast) − "
+    "EMA(slow) with SMA-seeded EMAs, signal the SMA-seeded EMA of MACD, histogram = macd − "
+    "signal; bollinger(window=20, k=2): SMA ± k × population std. Unknown name: 404; "
+    "window ≤ 1, > 500 or longer than the history: 400. format=csv for CSV."
+)
+COMPARE_DOC = (
+    "Measured on the trading days all symbols share in [start, end]: returns = last/first "
+    "− 1, volatility = annualized sample std of daily returns (as in /stats), correlation "
+    "= Pearson correlation of daily simple returns between consecutive common days. "
+    "2–20 distinct symbols (case-insensitive, BRK-B = BRK.B); unknown symbol: 404; fewer "
+    "than 3 common days: 422."
+)
 
 
 def register(app: Flask) -> None:
-    pass
+    app.get(
+        "/tickers/<symbol>/stats",
+        tags=[TAG],
+        summary="Return, volatility and drawdown statistics",
+        description=STATS_DOC,
+        responses={200: StatsOut, **ERRORS},
+    )(stats_route)
+    app.get(
+        "/tickers/<symbol>/change",
+        tags=[TAG],
+        summary="Change of the close over a calendar period",
+        description=CHANGE_DOC,
+        responses={200: ChangeOut, **ERRORS},
+    )(change_route)
+    app.get(
+        "/tickers/<symbol>/indicators/<name>",
+        tags=[TAG],
+        summary="Technical indicator series (sma, ema, rsi, macd, bollinger)",
+        description=INDICATOR_DOC,
+        responses={200: IndicatorOut, **ERRORS},
+    )(indicator_route)
+    app.get(
+        "/compare",
+        tags=[TAG],
+        summary="Returns, volatility and correlation of several symbols",
+        description=COMPARE_DOC,
+        responses={200: CompareOut, **ERRORS},
+    )(compare_route)

@@ -1,7 +1,178 @@
-"""Placeholder: routes are added by the owning issue."""
+"""The job API: POST a chart request, poll its status, download the image, cancel or delete.
 
-from flask import Flask
+The body is checked in two steps: the media type and JSON syntax first (415 and 400 with
+their own codes, before flask-openapi3 would turn both into a generic validation error),
+then the pydantic model (``job_models``). Symbols must be loaded (404 otherwise) and are
+stored in canonical form, so identical requests have identical params and share a cache
+key: kind, params and the data version of every series the chart reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import orjson
+from flask import Response, request
+from flask_openapi3 import OpenAPI, Tag
+from werkzeug.exceptions import BadRequest
+
+from stocks import jobs, storage
+from stocks.api.errors import ApiError
+from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
+from stocks.api.prices import ErrorBody
+from stocks.api.respond import json_response
+from stocks.config import STOCKS_DB, redis_client
+
+tag_jobs = Tag(name="jobs", description="chart jobs: request, poll, download")
+INDEX_SYMBOL = "^GSPC"
+ERRORS = {400: ErrorBody, 404: ErrorBody}
 
 
-def register(app: Flask) -> None:
-    pass
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _links(job_id: str) -> dict:
+    return {"self": f"/jobs/{job_id}", "image": f"/jobs/{job_id}/image"}
+
+
+def job_view(rec: dict) -> dict:
+    return {
+        "id": rec["id"],
+        "kind": rec["kind"],
+        "params": rec["params"],
+        "status": rec["status"],
+        "created_at": _iso(rec["created_at"]),
+        "started_at": _iso(rec["started_at"]),
+        "finished_at": _iso(rec["finished_at"]),
+        "attempts": rec["attempts"],
+        "error": rec["error"],
+        "links": _links(rec["id"]),
+    }
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, "unknown_job", f"no job {job_id[:64]!r}")
+
+
+# --- request checks ----------------------------------------------------------------------
+
+
+def check_json_body() -> None:
+    """POST /jobs: 415 unless the body is declared JSON, 400 when it does not parse."""
+    if request.method != "POST" or request.url_rule is None or request.url_rule.rule != "/jobs":
+        return
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the job as application/json")
+    try:
+        request.get_json()
+    except BadRequest:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+
+
+def canonical_symbols(r0, raw: list[str]) -> list[str]:
+    out: list[str] = []
+    for text in raw:
+        sym = storage.resolve_symbol(r0, text)
+        if sym is None:
+            raise ApiError(404, "unknown_symbol", f"no data for symbol {text!r}", symbol=text)
+        if sym in out:
+            raise ApiError(400, "invalid_parameter", f"symbol {sym} is listed twice")
+        out.append(sym)
+    return out
+
+
+def cache_key(r0, kind: str, params: dict) -> str:
+    """Same kind, params and data versions -> same key. A benchmark also reads the index:
+    ^GSPC when loaded, else every loaded symbol (the equal-weight stand-in)."""
+    symbols = list(params["symbols"])
+    if kind == "benchmark":
+        has_index = storage.resolve_symbol(r0, INDEX_SYMBOL) is not None
+        symbols += [INDEX_SYMBOL] if has_index else storage.list_symbols(r0)
+    versions = storage.versions(r0, symbols)
+    blob = orjson.dumps([kind, params, versions], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()
+
+
+# --- views -------------------------------------------------------------------------------
+
+
+def create_job(body: JobRequest) -> Response:
+    """Queue a chart; poll `links.self`, then download `links.image`."""
+    r0 = redis_client(STOCKS_DB)
+    params = {
+        "symbols": canonical_symbols(r0, body.symbols),
+        "start": body.start.isoformat() if body.start else None,
+        "end": body.end.isoformat() if body.end else None,
+        "options": body.options.model_dump(),
+    }
+    job_id = jobs.JobQueue().put(body.kind, params, cache_key(r0, body.kind, params))
+    payload = {"id": job_id, "status": "queued", "links": _links(job_id)}
+    return json_response(payload, status=202, headers={"Location": f"/jobs/{job_id}"})
+
+
+def get_job(path: JobPath) -> Response:
+    rec = jobs.get_job(path.job_id)
+    if rec is None:
+        raise _not_found(path.job_id)
+    return json_response(job_view(rec))
+
+
+def list_jobs(query: JobListQuery) -> Response:
+    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
+    recs, next_cursor = jobs.list_jobs(query.status, query.limit, query.cursor)
+    return json_response({"jobs": [job_view(rec) for rec in recs], "next_cursor": next_cursor})
+
+
+def delete_job(path: JobPath) -> Response:
+    """Cancel a queued job (200); remove a finished, failed or cancelled one (204)."""
+    outcome = jobs.cancel_or_delete(path.job_id)
+    if outcome == "missing":
+        raise _not_found(path.job_id)
+    if outcome == "running":
+        message = "a running job cannot be cancelled"
+        raise ApiError(409, "job_running", message, job_status="running")
+    if outcome == "deleted":
+        return Response(status=204)
+    rec = jobs.get_job(path.job_id)
+    return json_response(job_view(rec) if rec else {"id": path.job_id, "status": "cancelled"})
+
+
+def get_image(path: JobPath) -> Response:
+    rec = jobs.get_job(path.job_id)
+    if rec is None:
+        raise _not_found(path.job_id)
+    status = rec["status"]
+    if status in ("queued", "running"):
+        raise ApiError(409, "job_not_ready", f"the job is {status}", job_status=status)
+    if status != "finished":
+        message = rec["error"] or f"the job is {status}"
+        raise ApiError(409, f"job_{status}", message, job_status=status, job_error=rec["error"])
+    data = jobs.get_image(path.job_id)
+    if data is None:
+        raise _not_found(path.job_id)
+    content_type = rec.get("content_type") or "application/octet-stream"
+    return Response(data, mimetype=content_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def register(app: OpenAPI) -> None:
+    app.before_request(check_json_body)
+    created = {202: JobCreated, 413: ErrorBody, 415: ErrorBody, **ERRORS}
+    app.post("/jobs", tags=[tag_jobs], responses=created)(create_job)
+    app.get("/jobs", tags=[tag_jobs], responses={200: JobList, 400: ErrorBody})(list_jobs)
+    app.get("/jobs/<job_id>", tags=[tag_jobs], responses={200: JobView, 404: ErrorBody})(get_job)
+    app.delete(
+        "/jobs/<job_id>",
+        tags=[tag_jobs],
+        responses={200: JobView, 204: None, 404: ErrorBody, 409: ErrorBody},
+    )(delete_job)
+    app.get(
+        "/jobs/<job_id>/image",
+        tags=[tag_jobs],
+        summary="the chart (PNG or SVG) once the job has finished",
+        responses={200: None, 404: ErrorBody, 409: ErrorBody},
+    )(get_image)

@@ -1,0 +1,224 @@
+"""GET .../prices through the real server under load, against a naive peer in the same run.
+
+Ours: ``stocks serve`` (gunicorn, DB-0 binary year chunks, cached encoded answers
+revalidated by data version). Naive peer: what simple Flask apps do, one JSON document
+per ticker in Redis (a list of row dicts), ``json.loads`` and a filter per request,
+``jsonify`` the result; run by the same gunicorn settings (``stocks.api.server``).
+Both read the same tickers from the same redis-server. Requests rotate over all
+tickers: the full 5-year series, and one month (June 2017).
+
+Run: ``.venv/bin/python -m bench.bench_api`` (prints a Markdown section).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from bench.httpload import LoadResult, run_load
+from stocks import storage
+from stocks.config import STOCKS_DB
+from stocks.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
+NAIVE_DB = 15  # a DB no part of the project uses; the naive peer's documents live there
+NAIVE_PREFIX = "naive:"
+DURATION = float(os.environ.get("BENCH_DURATION", "5"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "5"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+MONTH = ("2017-06-01", "2017-06-30")
+
+
+# --- the naive peer --------------------------------------------------------------------
+
+
+def create_naive_app():
+    """One JSON document per ticker, parsed and filtered on every request."""
+    from flask import Flask, jsonify, request  # noqa: PLC0415 - only the peer needs it
+
+    app = Flask("naive")
+    r = redis.Redis.from_url(os.environ["NAIVE_REDIS_URL"], db=NAIVE_DB)
+
+    @app.get("/tickers/<symbol>/prices")
+    def prices(symbol: str):
+        raw = r.get(NAIVE_PREFIX + symbol.upper())
+        if raw is None:
+            return jsonify({"error": "unknown symbol"}), 404
+        start = request.args.get("start")
+        end = request.args.get("end")
+        rows = [
+            row
+            for row in json.loads(raw)
+            if (start is None or row["date"] >= start) and (end is None or row["date"] <= end)
+        ]
+        return jsonify(
+            {"symbol": symbol.upper(), "interval": "1d", "count": len(rows), "prices": rows}
+        )
+
+    return app
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def synthetic_series(seed: int) -> np.ndarray:
+    days = np.arange(np.datetime64("2013-02-08"), np.datetime64("2018-02-08"))
+    days = days[np.is_busday(days)]
+    rng = np.random.default_rng(seed)
+    close = np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days)))), 4)
+    return storage.make_bars(
+        days, close, close * 1.01, close * 0.99, close, rng.integers(10**5, 10**8, len(days))
+    )
+
+
+def load_data(url: str) -> tuple[list[str], str]:
+    """All 505 real tickers when ../shared is there, else 100 synthetic ones; both layouts."""
+    r = redis.Redis.from_url(url, db=STOCKS_DB)
+    naive = redis.Redis.from_url(url, db=NAIVE_DB)
+    if SP500_DIR.is_dir():
+        from stocks.csv_source import parse_csv  # noqa: PLC0415
+
+        series = {p.stem: parse_csv(p).bars for p in sorted(SP500_DIR.glob("*.csv"))}
+        source = f"{len(series)} real tickers (../shared/data/sp500_daily)"
+    else:
+        series = {f"SYN{i:03d}": synthetic_series(i) for i in range(100)}
+        source = f"{len(series)} synthetic tickers (5 years of business days)"
+    pipe = naive.pipeline(transaction=False)
+    for sym, bars in series.items():
+        storage.replace_series(r, sym, bars, {"source": "bench"})
+        pipe.set(NAIVE_PREFIX + sym, json.dumps(storage.bar_dicts(bars)))
+    pipe.execute()
+    return sorted(series), source
+
+
+# --- servers ---------------------------------------------------------------------------
+
+
+def start_server(kind: str, redis_url: str, probe: str, extra_env: dict | None = None):
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "NAIVE_REDIS_URL": redis_url, **(extra_env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if kind == "ours":
+        cmd = [str(Path(sys.executable).with_name("stocks")), "serve", "--port", str(port)]
+    else:
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from stocks.api.server import run_wsgi; "
+            "from bench.bench_api import create_naive_app; "
+            f"sys.exit(run_wsgi(create_naive_app, '127.0.0.1', {port}))",
+        ]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(base + probe)
+            return proc, base
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{kind} server did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(base: str, paths: list[str]) -> LoadResult:
+    # Every worker has its own answer cache: run long enough for each to see each path.
+    run_load(base, paths, duration=WARMUP, connections=CONNECTIONS)
+    result = run_load(base, paths, duration=DURATION, connections=CONNECTIONS)
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed requests against {base}")
+    return result
+
+
+# --- the section -----------------------------------------------------------------------
+
+
+def run() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
+        try:
+            symbols, source = load_data(server.url)
+            full = [f"/tickers/{s}/prices" for s in symbols]
+            month = [f"/tickers/{s}/prices?start={MONTH[0]}&end={MONTH[1]}" for s in symbols]
+            results: dict[tuple[str, str], LoadResult] = {}
+            configs = [
+                ("ours", {}),
+                ("ours, cache off", {"STOCKS_API_CACHE_MB": "0"}),
+                ("naive", {}),
+            ]
+            for name, env in configs:
+                proc, base = start_server(
+                    "naive" if name == "naive" else "ours", server.url, month[0], env
+                )
+                try:
+                    for label, paths in (("5 years", full), ("1 month", month)):
+                        results[(name, label)] = measure(base, paths)
+                finally:
+                    stop(proc)
+        finally:
+            server.stop()
+    return report(results, source)
+
+
+def report(results: dict[tuple[str, str], LoadResult], source: str) -> str:
+    tool = next(iter(results.values())).tool
+    lines = [
+        "## API: GET /tickers/{symbol}/prices under load",
+        "",
+        f"Data: {source}; requests rotate over every ticker. Load: {tool}, "
+        f"{CONNECTIONS} keep-alive connections, {DURATION:g} s after a {WARMUP:g} s warm-up, "
+        "on the same machine as the servers. Both servers: gunicorn via `stocks.api.server` "
+        "(same workers, worker class and threads). Naive peer: one JSON document per "
+        "ticker, `json.loads` + filter + `jsonify` per request.",
+        "",
+        "| server | range | req/s | p50 ms | p99 ms |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for (name, label), res in results.items():
+        lines.append(f"| {name} | {label} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} |")
+    lines += [
+        "",
+        "| range | ours / naive (req/s) | ours, cache off / naive |",
+        "| --- | ---: | ---: |",
+    ]
+    for label in ("5 years", "1 month"):
+        naive = results[("naive", label)].rps
+        lines.append(
+            f"| {label} | {results[('ours', label)].rps / naive:.1f}x "
+            f"| {results[('ours, cache off', label)].rps / naive:.1f}x |"
+        )
+    lines += [
+        "",
+        "Targets: >= 800 req/s for 5 years, >= 3,000 req/s for one month, >= 3x the naive peer.",
+        "",
+        "Command: `.venv/bin/python -m bench.bench_api`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,159 @@
+"""Benchmark: load all 505 real CSV files into a fresh redis-server.
+
+Measures wall time and rows/s of ``stocks.loader.load_csv`` serially and with two
+workers (processes that parse and write, threads that parse and write, and processes
+that only parse while the parent writes: the design alternatives), the whole
+``stocks load`` command as a user runs it, and Redis memory per stored row from
+``INFO memory`` before and after the load. Run: ``.venv/bin/python -m bench.bench_load``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import redis
+
+from stocks import loader, storage
+from stocks.config import STOCKS_DB, redis_client, reset_clients
+from stocks.csv_source import parse_csv
+from stocks.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
+REPEATS = 3
+EXPECTED_ROWS = 619_040
+
+
+def _parse_only(path: str):
+    return Path(path).stem, parse_csv(path).bars
+
+
+def parent_writes(directory: Path, workers: int) -> int:
+    """Alternative design: processes parse, the parent alone writes to Redis."""
+    paths = sorted(str(p) for p in directory.glob("*.csv"))
+    client = redis_client(STOCKS_DB)
+    rows = 0
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for symbol, bars in pool.map(_parse_only, paths, chunksize=8):
+            storage.replace_series(client, symbol, bars, {"source": "csv"})
+            rows += len(bars)
+    return rows
+
+
+def _measure(client: redis.Redis, load) -> tuple[float, int, int]:
+    """(seconds, rows, used_memory growth) of one load into an empty DB."""
+    client.flushall()
+    before = client.info("memory")["used_memory"]
+    started = time.perf_counter()
+    rows = load()
+    seconds = time.perf_counter() - started
+    after = client.info("memory")["used_memory"]
+    if rows != EXPECTED_ROWS:
+        raise RuntimeError(f"loaded {rows} rows, expected {EXPECTED_ROWS}")
+    return seconds, rows, after - before
+
+
+def _cli_load(url: str, workers: int) -> int:
+    env = {**os.environ, "REDIS_URL": url}
+    command = [sys.executable, "-m", "stocks.cli", "load", "--source", "csv"]
+    command += ["--path", str(SP500_DIR), "--workers", str(workers)]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    return EXPECTED_ROWS
+
+
+def run() -> str:
+    if not SP500_DIR.is_dir():
+        return "## Load 505 CSV files\n\nSkipped: ../shared/data/sp500_daily is absent.\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(tmp, appendonly=False).start()
+        old_url = os.environ.get("REDIS_URL")
+        os.environ["REDIS_URL"] = server.url
+        reset_clients()
+        try:
+            client = redis.Redis.from_url(server.url, db=STOCKS_DB)
+            cases = [
+                (
+                    "serial (--workers 1)",
+                    lambda: loader.load_csv(SP500_DIR, workers=1, progress=False).rows,
+                ),
+                (
+                    "2 processes, each writes (default)",
+                    lambda: (
+                        loader.load_csv(SP500_DIR, workers=2, kind="process", progress=False).rows
+                    ),
+                ),
+                (
+                    "2 threads, each writes",
+                    lambda: (
+                        loader.load_csv(SP500_DIR, workers=2, kind="thread", progress=False).rows
+                    ),
+                ),
+                ("2 processes parse, parent writes", lambda: parent_writes(SP500_DIR, 2)),
+                ("`stocks load` command, --workers 2", lambda: _cli_load(server.url, 2)),
+                ("`stocks load` command, --workers 1", lambda: _cli_load(server.url, 1)),
+            ]
+            results = {}
+            for name, load in cases:
+                runs = [_measure(client, load) for _ in range(REPEATS)]
+                results[name] = (
+                    statistics.median(r[0] for r in runs),
+                    runs[-1][1],
+                    statistics.median(r[2] for r in runs),
+                )
+        finally:
+            server.stop()
+            if old_url is None:
+                os.environ.pop("REDIS_URL", None)
+            else:
+                os.environ["REDIS_URL"] = old_url
+            reset_clients()
+    return _report(results)
+
+
+def _report(results: dict[str, tuple[float, int, int]]) -> str:
+    serial = results["serial (--workers 1)"][0]
+    default_name = "2 processes, each writes (default)"
+    lines = [
+        "## Load 505 CSV files (619,040 rows) into Redis",
+        "",
+        f"Median of {REPEATS} runs each into an emptied DB 0 of a fresh redis-server "
+        f"(AOF off), {os.cpu_count()} CPUs.",
+        "",
+        "| Case | Wall (s) | Rows/s | vs serial | Redis bytes/row |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, (seconds, rows, grown) in results.items():
+        lines.append(
+            f"| {name} | {seconds:.2f} | {rows / seconds:,.0f} | "
+            f"{serial / seconds:.2f}x | {grown / rows:.1f} |"
+        )
+    per_row = results[default_name][2] / results[default_name][1]
+    cli = results["`stocks load` command, --workers 2"][0]
+    lines += [
+        "",
+        f"- Target <= 5 s wall on 2 cores: the whole command took {cli:.2f} s "
+        f"(interpreter start and imports included); {'met' if cli <= 5 else 'NOT met'}.",
+        f"- Target <= 64 B per stored row: {per_row:.1f} B "
+        f"(`INFO memory` used_memory after minus before; a bar is 52 B packed); "
+        f"{'met' if per_row <= 64 else 'NOT met'}.",
+        f"- Workers 2 vs 1 (library call): {serial / results[default_name][0]:.2f}x faster.",
+        "",
+        "Command: `.venv/bin/python -m bench.bench_load` "
+        "(the load itself: `stocks load --source csv --path ../shared/data/sp500_daily "
+        "--workers 2`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,104 @@
+"""Request and response models of the job API (pydantic v2, documented by flask-openapi3).
+
+The POST body is checked here completely (kind, symbol counts per kind, dates, options
+with their bounds and defaults), so the chart code can trust the params it is given.
+Unknown fields are refused: a typo in an option is a 400, not a silently default chart.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stocks.api.models import ApiModel, DateRange, SymbolText, Text, invalid
+from stocks.jobs import STATUSES
+
+KINDS = ("line", "candlestick", "compare", "benchmark")
+# (min, max) symbols per kind
+SYMBOL_COUNTS = {"line": (1, 10), "candlestick": (1, 1), "compare": (2, 10), "benchmark": (1, 1)}
+CANDLESTICK_ONLY = ("volume", "moving_averages")
+
+Pixels = Annotated[int, Field(strict=True, ge=200, le=4000)]
+Window = Annotated[int, Field(strict=True, ge=2, le=500)]
+
+
+class ChartOptions(ApiModel):
+    """Common options; ``volume`` and ``moving_averages`` are for candlesticks only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: Pixels = Field(default=1200, description="pixels (200-4000)")
+    height: Pixels = Field(default=700, description="pixels (200-4000)")
+    format: Literal["png", "svg"] = "png"
+    title: Text | None = Field(default=None, max_length=200)
+    volume: bool = Field(default=True, strict=True, description="candlestick: volume panel")
+    moving_averages: list[Window] = Field(
+        default_factory=list, max_length=3, description="candlestick: up to 3 windows (days)"
+    )
+
+
+class JobRequest(DateRange):
+    """``POST /jobs`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["line", "candlestick", "compare", "benchmark"]
+    symbols: list[SymbolText] = Field(min_length=1, max_length=10, examples=[["AAPL"]])
+    options: ChartOptions = Field(default_factory=ChartOptions)
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> JobRequest:
+        low, high = SYMBOL_COUNTS[self.kind]
+        if not low <= len(self.symbols) <= high:
+            wanted = str(low) if low == high else f"{low} to {high}"
+            raise invalid(f"{self.kind} takes {wanted} symbol(s), got {len(self.symbols)}")
+        if self.kind != "candlestick":
+            extra = [name for name in CANDLESTICK_ONLY if name in self.options.model_fields_set]
+            if extra:
+                raise invalid(f"options.{extra[0]} applies to candlestick charts only")
+        return self
+
+
+class JobPath(BaseModel):
+    job_id: str = Field(max_length=64)
+
+
+class JobListQuery(ApiModel):
+    status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{28}$", description="next_cursor of the previous page"
+    )
+
+
+# --- responses (documentation) ---------------------------------------------------------
+
+
+class JobLinks(BaseModel):
+    self: str
+    image: str
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: str
+    links: JobLinks
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    params: dict[str, Any]
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    error: str | None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None

@@ -1,0 +1,201 @@
+"""Declared request models (pydantic v2) shared by the route modules.
+
+flask-openapi3 validates path, query and body against these and builds the OpenAPI
+document from them, so a rule written here is both enforced and documented. A failure
+becomes a 400 naming the field and the reason (``stocks.api.errors``).
+
+Reusable pieces for other route modules:
+    SymbolPath      path ``{symbol}`` (resolve it with ``storage.resolve_symbol``)
+    DateRange       query ``start``/``end`` (ISO dates, both optional, start <= end)
+    FormatQuery     query ``format=json|csv`` (None: decided by the Accept header)
+    DateRangeQuery  DateRange + FormatQuery
+    IsoDate         an annotated ``datetime.date`` that only accepts ``YYYY-MM-DD``
+    check_text      the "no control characters" rule, for any free-text field
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# --- field types -----------------------------------------------------------------------
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+PRICE_FIELDS = ("open", "high", "low", "close", "volume", "adj_close")
+INTERVALS = ("1d", "1wk", "1mo")
+
+
+def invalid(reason: str) -> PydanticCustomError:
+    """A validation error whose message is exactly ``reason`` (no "Value error, " prefix)."""
+    return PydanticCustomError("invalid", reason)
+
+
+def check_text(value: Any) -> Any:
+    """Refuse control characters (newlines, NUL, escapes) in any text parameter."""
+    if isinstance(value, str) and _CONTROL_RE.search(value):
+        raise invalid("must not contain control characters")
+    return value
+
+
+def _parse_iso_date(value: Any) -> Any:
+    """Only ``YYYY-MM-DD``: pydantic's lax mode would also read numbers as timestamps."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str):
+        raise invalid("must be a date as YYYY-MM-DD")
+    check_text(value)
+    if not _ISO_DATE_RE.match(value):
+        raise invalid("must be a date as YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise invalid("not a calendar date") from None
+
+
+IsoDate = Annotated[
+    dt.date,
+    BeforeValidator(_parse_iso_date),
+    WithJsonSchema({"type": "string", "format": "date", "example": "2017-06-30"}),
+]
+Text = Annotated[str, BeforeValidator(check_text)]
+
+# A stock symbol as typed by a user: resolved later, so only shape limits here.
+SymbolText = Annotated[
+    str,
+    BeforeValidator(check_text),
+    Field(min_length=1, max_length=20, description="case-insensitive, e.g. AAPL or brk-b"),
+]
+
+
+class ApiModel(BaseModel):
+    """Base for request models: caches the plain JSON schema.
+
+    flask-openapi3 calls ``model_json_schema()`` on the query model on every request;
+    building it each time costs more than the rest of a cached price answer.
+    """
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if args or kwargs:
+            return super().model_json_schema(*args, **kwargs)
+        cached = _SCHEMAS.get(cls)
+        if cached is None:
+            cached = _SCHEMAS[cls] = super().model_json_schema()
+        return cached
+
+
+_SCHEMAS: dict[type, dict[str, Any]] = {}
+
+
+# --- path models -----------------------------------------------------------------------
+
+
+class SymbolPath(ApiModel):
+    symbol: SymbolText
+
+
+class BarPath(ApiModel):
+    symbol: SymbolText
+    date: IsoDate
+
+
+# --- query models ----------------------------------------------------------------------
+
+
+class DateRange(ApiModel):
+    """``start``/``end`` (inclusive, both optional); start after end is a 400."""
+
+    start: IsoDate | None = Field(default=None, description="first day, inclusive")
+    end: IsoDate | None = Field(default=None, description="last day, inclusive")
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        start = info.data.get("start")
+        if end is not None and start is not None and start > end:
+            raise invalid("end must not be before start")
+        return end
+
+
+class FormatQuery(ApiModel):
+    format: Literal["json", "csv"] | None = Field(
+        default=None, description="json (default) or csv; Accept: text/csv also works"
+    )
+
+
+class DateRangeQuery(DateRange, FormatQuery):
+    pass
+
+
+class TickersQuery(FormatQuery):
+    sector: Text | None = Field(
+        default=None, max_length=100, description="GICS sector, case-insensitive"
+    )
+
+
+class PricesQuery(DateRangeQuery):
+    interval: Literal["1d", "1wk", "1mo"] = Field(
+        default="1d", description="1d daily, 1wk ISO weeks, 1mo calendar months"
+    )
+    fields: Text | None = Field(
+        default=None,
+        max_length=100,
+        description="comma-separated columns among " + ",".join(PRICE_FIELDS),
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: str | None) -> str | None:
+        if fields is not None:
+            bad = [f for f in (n.strip() for n in fields.split(",")) if f not in PRICE_FIELDS]
+            if bad:
+                known = ",".join(PRICE_FIELDS)
+                raise invalid(f"unknown field {bad[0][:20]!r}; known: {known}")
+        return fields
+
+    def field_list(self) -> tuple[str, ...] | None:
+        """Requested columns in request order without repeats, or None for the default set."""
+        if self.fields is None:
+            return None
+        return tuple(dict.fromkeys(f.strip() for f in self.fields.split(",")))
+
+
+# --- bodies ----------------------------------------------------------------------------
+
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class BarBody(ApiModel):
+    """One daily bar for PUT. Prices > 0 and low <= open, close <= high, else 400."""
+
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: int = Field(ge=0, le=2**62)
+    adj_close: Price | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BarBody:
+        if not (self.low <= self.open <= self.high and self.low <= self.close <= self.high):
+            raise invalid("prices must satisfy low <= open, close <= high")
+        return self
+
+    def as_row(self) -> tuple[float, float, float, float, float, int]:
+        adj = math.nan if self.adj_close is None else self.adj_close
+        return (self.open, self.high, self.low, self.close, adj, self.volume)

@@ -1,0 +1,738 @@
+"""Chart jobs: a reliable hand-rolled queue and the job records (Redis DBs 1, 2 and 3).
+
+The shape is HotQueue's (``put``, ``get``, ``consume``, a ``@queue.worker`` decorator); the
+failure mode is not: a job taken by a worker stays in Redis until it is finished, so a
+worker killed mid-job loses nothing. Messages and records are JSON; nothing is pickled.
+
+Key layout
+    DB 1 (queue)
+        queue:waiting           LIST  job ids; producers LPUSH, workers take from the right
+        queue:processing:{W}    LIST  ids worker W has taken and not yet finished
+        queue:workers           ZSET  worker id -> last heartbeat (Redis server time, ms)
+    DB 2 (jobs)
+        job:{ID}                HASH  id, kind, params (JSON), status, created_at, started_at,
+                                      finished_at (epoch ms; absent or "" when unset),
+                                      attempts, error, token, worker, cache_key, content_type
+        jobs:all                ZSET  every id, score 0: ids start with the creation time in
+                                      hex, so lexicographic order is age (newest = highest)
+    DB 3 (images)
+        image:{ID}              STR   the image bytes (content type in the record)
+        cache:{SHA}             STR   id of a job whose image answers that request
+
+Why every change is a Lua script: a script runs atomically, and it may SELECT another
+database (the SELECT affects only the script; replication and the AOF record the effects
+wrapped in MULTI/EXEC). So one script writes the DB-2 record and the DB-1 queue entry:
+they appear together or not at all, even across a crash (verified on Redis 6.2). Redis
+does not undo a script that fails half-way, so the enqueue script does the one write that
+a bad key could refuse first (an out-of-memory refusal comes before any write anyway). The
+scripts declare no keys, which is fine on a single Redis but not on Redis Cluster.
+
+Status transitions, each a compare-and-set inside one script:
+    queued  -> running    take: only from ``queued`` (a cancelled job is never run); the
+                          record gets a fresh random ``token`` and ``attempts + 1``
+    running -> finished   finish: only with the current token, so a stale or duplicate
+    running -> failed     worker (reaped, then back) can never overwrite the result, and a
+                          job completes at most once; image and record share one TTL
+    running -> queued     put back: graceful shutdown (attempt refunded) or the reaper
+    queued  -> cancelled  cancel: also removes it from queue:waiting
+A worker heartbeats into ``queue:workers``; any worker runs the reaper, which puts back
+the jobs of workers silent for ``STOCKS_WORKER_TIMEOUT`` s, or fails them once they have
+used ``STOCKS_MAX_ATTEMPTS`` attempts. Records and images live ``STOCKS_RESULT_TTL`` s
+after their last change (default 7 days); the image and its record get the same TTL in
+the same script.
+
+Identical requests: the API stores a ``cache_key`` (kind, params and data versions) in
+the record; when a worker takes a job whose key maps to a stored image, the take script
+copies that image and finishes the job in the same step instead of drawing it again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from stocks.config import IMAGES_DB, JOBS_DB, QUEUE_DB, env_float, env_int, redis_client
+
+log = logging.getLogger(__name__)
+
+WAITING_KEY = "queue:waiting"
+WORKERS_KEY = "queue:workers"
+PROCESSING_PREFIX = "queue:processing:"
+JOB_PREFIX = "job:"
+ALL_KEY = "jobs:all"
+IMAGE_PREFIX = "image:"
+CACHE_PREFIX = "cache:"
+
+STATUSES = ("queued", "running", "finished", "failed", "cancelled")
+TERMINAL = ("finished", "failed", "cancelled")
+LIST_SCAN_BUDGET = 2000
+ID_LENGTH = 28  # 14 hex digits of epoch microseconds + 14 random hex digits
+
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt
+    """Raise inside a handler to put its job back without using up an attempt (shutdown)."""
+
+
+class JobError(Exception):
+    """A deterministic failure: the job fails at once with this message, no retry."""
+
+
+def result_ttl() -> int:
+    return env_int("STOCKS_RESULT_TTL", 7 * 24 * 3600)
+
+
+def worker_timeout() -> float:
+    return env_float("STOCKS_WORKER_TIMEOUT", 30.0)
+
+
+def max_attempts() -> int:
+    return env_int("STOCKS_MAX_ATTEMPTS", 3)
+
+
+def new_job_id(now: float | None = None) -> str:
+    """Time-ordered id: ids sort by creation, which gives newest-first listing for free."""
+    us = int((time.time() if now is None else now) * 1_000_000)
+    return f"{us:014x}{secrets.token_hex(7)}"
+
+
+def is_job_id(text: str) -> bool:
+    return len(text) == ID_LENGTH and all(c in "0123456789abcdef" for c in text)
+
+
+def new_worker_id() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+# --- Lua ---------------------------------------------------------------------------------
+
+_PRELUDE = """
+local QUEUE_DB, JOBS_DB, IMAGES_DB = @QUEUE_DB@, @JOBS_DB@, @IMAGES_DB@
+local WAITING, WORKERS = 'queue:waiting', 'queue:workers'
+local function processing(w) return 'queue:processing:' .. w end
+local function job_key(id) return 'job:' .. id end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+
+local function drop(w, id)
+  redis.call('SELECT', QUEUE_DB)
+  redis.call('LREM', processing(w), 1, id)
+end
+
+local function fail_record(id, msg, ttl, now)
+  redis.call('SELECT', JOBS_DB)
+  redis.call('HSET', job_key(id), 'status', 'failed', 'finished_at', now, 'error', msg,
+             'token', '')
+  redis.call('EXPIRE', job_key(id), ttl)
+end
+
+-- queued -> running for a job already in w's processing list
+local function start(id, w, token, max_attempts, ttl, now)
+  redis.call('SELECT', JOBS_DB)
+  local key = job_key(id)
+  local rec = redis.call('HMGET', key, 'status', 'attempts', 'kind', 'params', 'cache_key')
+  local status = rec[1]
+  if not status then drop(w, id); return {'gone', id} end
+  if status ~= 'queued' then drop(w, id); return {status, id} end
+  local attempts = tonumber(rec[2]) or 0
+  if attempts >= max_attempts then
+    fail_record(id, 'gave up after ' .. attempts .. ' attempts', ttl, now)
+    drop(w, id)
+    return {'failed', id}
+  end
+  local ck = rec[5]
+  if ck and ck ~= '' then
+    -- an identical request already has an image: copy it instead of drawing again
+    redis.call('SELECT', IMAGES_DB)
+    local src = redis.call('GET', 'cache:' .. ck)
+    if src and src ~= id and redis.call('COPY', 'image:' .. src, 'image:' .. id, 'REPLACE') == 1
+    then
+      redis.call('EXPIRE', 'image:' .. id, ttl)
+      redis.call('SET', 'cache:' .. ck, id, 'EX', ttl)
+      redis.call('SELECT', JOBS_DB)
+      local ctype = redis.call('HGET', job_key(src), 'content_type') or 'image/png'
+      redis.call('HSET', key, 'status', 'finished', 'started_at', now, 'finished_at', now,
+                 'attempts', attempts + 1, 'content_type', ctype)
+      redis.call('EXPIRE', key, ttl)
+      drop(w, id)
+      return {'cached', id}
+    end
+    redis.call('SELECT', JOBS_DB)
+  end
+  redis.call('HSET', key, 'status', 'running', 'started_at', now, 'worker', w, 'token', token,
+             'attempts', attempts + 1)
+  return {'running', id, rec[3], rec[4], tostring(attempts + 1)}
+end
+
+-- move ids from the queue until one starts; false when the queue is empty
+local function take(w, token, max_attempts, ttl, now)
+  for _ = 1, 100 do
+    redis.call('SELECT', QUEUE_DB)
+    local id = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT')
+    if not id then return false end
+    local res = start(id, w, token, max_attempts, ttl, now)
+    if res[1] == 'running' then return res end
+  end
+  return false
+end
+"""
+
+# ARGV: id, kind, params, cache_key, ttl, prune_below
+_ENQUEUE = """
+local id = ARGV[1]
+-- the push goes first: it is the only write here that a bad key type could refuse, and a
+-- script that fails before its first write leaves nothing behind
+redis.call('SELECT', QUEUE_DB)
+redis.call('LPUSH', WAITING, id)
+redis.call('SELECT', JOBS_DB)
+local now = now_ms()
+redis.call('HSET', job_key(id), 'id', id, 'kind', ARGV[2], 'params', ARGV[3],
+           'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4])
+redis.call('EXPIRE', job_key(id), ARGV[5])
+redis.call('ZADD', 'jobs:all', 0, id)
+if ARGV[6] ~= '' then
+  redis.call('ZREMRANGEBYLEX', 'jobs:all', '-', '(' .. ARGV[6])
+end
+return now
+"""
+
+# ARGV: worker, token, max_attempts, ttl
+_TAKE = "return take(ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], now_ms())"
+
+# ARGV: id, worker, token, max_attempts, ttl
+_START = "return start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], now_ms())"
+
+# ARGV: id, worker, token, ttl, data, content_type, next_token ('' = do not take next),
+#       max_attempts
+_FINISH = """
+local id, w, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms()
+redis.call('SELECT', JOBS_DB)
+local key = job_key(id)
+local rec = redis.call('HMGET', key, 'status', 'token', 'cache_key')
+local result = 'stale'
+if rec[1] == 'running' and rec[2] == token then
+  redis.call('HSET', key, 'status', 'finished', 'finished_at', now, 'content_type', ARGV[6])
+  redis.call('EXPIRE', key, ttl)
+  redis.call('SELECT', IMAGES_DB)
+  redis.call('SET', 'image:' .. id, ARGV[5], 'EX', ttl)
+  if rec[3] and rec[3] ~= '' then
+    redis.call('SET', 'cache:' .. rec[3], id, 'EX', ttl)
+  end
+  result = 'finished'
+elseif rec[1] == 'finished' and rec[2] == token then
+  result = 'finished'  -- a retry after a lost reply
+end
+drop(w, id)
+local nxt = false
+if ARGV[7] ~= '' then nxt = take(w, ARGV[7], tonumber(ARGV[8]), ttl, now) end
+return {result, nxt}
+"""
+
+# ARGV: id, worker, token, ttl, error
+_FAIL = """
+local id, w = ARGV[1], ARGV[2]
+redis.call('SELECT', JOBS_DB)
+local rec = redis.call('HMGET', job_key(id), 'status', 'token')
+local result = 'stale'
+if rec[1] == 'running' and rec[2] == ARGV[3] then
+  fail_record(id, ARGV[5], ARGV[4], now_ms())
+  result = 'failed'
+end
+drop(w, id)
+return result
+"""
+
+# ARGV: id, worker, token, refund ('1' gives the attempt back)
+_PUT_BACK = """
+local id, w = ARGV[1], ARGV[2]
+redis.call('SELECT', JOBS_DB)
+local key = job_key(id)
+local rec = redis.call('HMGET', key, 'status', 'token')
+if rec[1] ~= 'running' or rec[2] ~= ARGV[3] then drop(w, id); return 'stale' end
+redis.call('HSET', key, 'status', 'queued', 'started_at', '', 'worker', '', 'token', '')
+if ARGV[4] == '1' then redis.call('HINCRBY', key, 'attempts', -1) end
+drop(w, id)
+redis.call('RPUSH', WAITING, id)
+return 'queued'
+"""
+
+# ARGV: worker ('' = every worker silent for timeout_ms), timeout_ms, max_attempts, ttl
+_REAP = """
+local only, timeout, max_attempts, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local now = now_ms()
+redis.call('SELECT', QUEUE_DB)
+local workers = {only}
+if only == '' then
+  workers = redis.call('ZRANGEBYSCORE', WORKERS, '-inf', tonumber(now) - timeout)
+end
+local requeued, failed = 0, 0
+for _, w in ipairs(workers) do
+  redis.call('SELECT', QUEUE_DB)
+  local ids = redis.call('LRANGE', processing(w), 0, -1)
+  for _, id in ipairs(ids) do
+    redis.call('SELECT', JOBS_DB)
+    local key = job_key(id)
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'worker')
+    local back = rec[1] == 'queued'
+    if rec[1] == 'running' and rec[3] == w then
+      local attempts = tonumber(rec[2]) or 0
+      if attempts >= max_attempts then
+        fail_record(id, 'the worker stopped responding; gave up after ' .. attempts
+                    .. ' attempts', ttl, now)
+        failed = failed + 1
+      else
+        redis.call('HSET', key, 'status', 'queued', 'started_at', '', 'worker', '', 'token', '')
+        back = true
+      end
+    end
+    if back then
+      redis.call('SELECT', QUEUE_DB)
+      redis.call('RPUSH', WAITING, id)
+      requeued = requeued + 1
+    end
+  end
+  redis.call('SELECT', QUEUE_DB)
+  redis.call('DEL', processing(w))
+  if only == '' then redis.call('ZREM', WORKERS, w) end
+end
+return {requeued, failed}
+"""
+
+# ARGV: worker, '1' to unregister
+_HEARTBEAT = """
+redis.call('SELECT', QUEUE_DB)
+if ARGV[2] == '1' then return redis.call('ZREM', WORKERS, ARGV[1]) end
+return redis.call('ZADD', WORKERS, now_ms(), ARGV[1])
+"""
+
+# ARGV: id, ttl -> 'missing' | 'running' | 'cancelled' | 'deleted'
+_CANCEL_OR_DELETE = """
+local id = ARGV[1]
+redis.call('SELECT', JOBS_DB)
+local key = job_key(id)
+local status = redis.call('HGET', key, 'status')
+if not status then return 'missing' end
+if status == 'running' then return 'running' end
+if status == 'queued' then
+  redis.call('HSET', key, 'status', 'cancelled', 'finished_at', now_ms())
+  redis.call('EXPIRE', key, ARGV[2])
+  redis.call('SELECT', QUEUE_DB)
+  redis.call('LREM', WAITING, 0, id)
+  return 'cancelled'
+end
+redis.call('DEL', key)
+redis.call('ZREM', 'jobs:all', id)
+redis.call('SELECT', IMAGES_DB)
+redis.call('DEL', 'image:' .. id)
+return 'deleted'
+"""
+
+
+def _lua(body: str) -> str:
+    prelude = (
+        _PRELUDE.replace("@QUEUE_DB@", str(QUEUE_DB))
+        .replace("@JOBS_DB@", str(JOBS_DB))
+        .replace("@IMAGES_DB@", str(IMAGES_DB))
+    )
+    return prelude + body
+
+
+_SOURCES = {
+    "enqueue": _lua(_ENQUEUE),
+    "take": _lua(_TAKE),
+    "start": _lua(_START),
+    "finish": _lua(_FINISH),
+    "fail": _lua(_FAIL),
+    "put_back": _lua(_PUT_BACK),
+    "reap": _lua(_REAP),
+    "heartbeat": _lua(_HEARTBEAT),
+    "cancel_or_delete": _lua(_CANCEL_OR_DELETE),
+}
+
+
+@functools.cache
+def _scripts(client: redis.Redis) -> dict:
+    """Script objects per client (EVALSHA, reloaded by redis-py after a Redis restart)."""
+    return {name: client.register_script(src) for name, src in _SOURCES.items()}
+
+
+def _run(client: redis.Redis, name: str, *args: object):
+    return _scripts(client)[name](keys=[], args=list(args), client=client)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job this worker is running: ``token`` proves it is still the current attempt."""
+
+    id: str
+    kind: str
+    params: dict
+    token: str
+    attempts: int
+
+    @classmethod
+    def from_reply(cls, reply: list, token: str) -> Job:
+        _, job_id, kind, params, attempts = reply
+        return cls(_text(job_id), _text(kind), orjson.loads(params), token, int(attempts))
+
+
+def _record(raw: dict) -> dict:
+    """Decode a job hash: times as epoch ms (None when unset), params as a dict."""
+    rec = {_text(k): _text(v) for k, v in raw.items()}
+    for field in ("created_at", "started_at", "finished_at"):
+        rec[field] = int(rec[field]) if rec.get(field) else None
+    rec["attempts"] = int(rec.get("attempts") or 0)
+    rec["params"] = orjson.loads(rec.get("params") or "{}")
+    rec["error"] = rec.get("error") or None
+    return rec
+
+
+def get_job(job_id: str) -> dict | None:
+    if not is_job_id(job_id):
+        return None
+    raw = redis_client(JOBS_DB).hgetall(JOB_PREFIX + job_id)
+    return _record(raw) if raw else None
+
+
+def list_jobs(
+    status: str | None = None, limit: int = 20, cursor: str | None = None
+) -> tuple[list[dict], str | None]:
+    """Newest first, up to ``limit`` records after ``cursor`` (an id), and the next cursor.
+
+    A status filter reads through the index; past ``LIST_SCAN_BUDGET`` records it returns
+    what it found with a cursor to go on from, so one request stays cheap. Index entries
+    whose record has expired are dropped as they are met.
+    """
+    r = redis_client(JOBS_DB)
+    upper = f"({cursor}" if cursor else "+"
+    out: list[dict] = []
+    scanned = 0
+    while scanned < LIST_SCAN_BUDGET:
+        want = limit + 1 - len(out)
+        ids = [_text(i) for i in r.zrevrangebylex(ALL_KEY, upper, "-", 0, max(want, 50))]
+        if not ids:
+            return out, None
+        pipe = r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(JOB_PREFIX + job_id)
+        gone = []
+        for job_id, raw in zip(ids, pipe.execute(), strict=True):
+            scanned += 1
+            if not raw:
+                gone.append(job_id)
+                continue
+            rec = _record(raw)
+            if status is None or rec["status"] == status:
+                out.append(rec)
+                if len(out) > limit:
+                    break
+        if gone:
+            r.zrem(ALL_KEY, *gone)
+        if len(out) > limit:
+            return out[:limit], out[limit - 1]["id"]
+        upper = f"({ids[-1]}"
+    return out, upper[1:]
+
+
+def get_image(job_id: str) -> bytes | None:
+    """The image bytes of a finished job (its content type is in the record)."""
+    if not is_job_id(job_id):
+        return None
+    return redis_client(IMAGES_DB).get(IMAGE_PREFIX + job_id)
+
+
+def cancel_or_delete(job_id: str) -> str:
+    """queued -> 'cancelled'; terminal -> 'deleted' (with its image); or 'running'/'missing'."""
+    if not is_job_id(job_id):
+        return "missing"
+    return _text(_run(redis_client(QUEUE_DB), "cancel_or_delete", job_id, result_ttl()))
+
+
+# --- the queue ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a finish/fail/put-back did, and the next job when finish took one in the same step."""
+
+    status: str
+    next_job: Job | None = None
+
+
+class JobQueue:
+    """The reliable queue: producers ``put``; workers ``get``/``consume`` or ``@worker``."""
+
+    def __init__(self, worker_id: str | None = None):
+        self.worker_id = worker_id or new_worker_id()
+        self.ttl = result_ttl()
+        self.timeout = worker_timeout()
+        self.max_attempts = max_attempts()
+        self._last_reap = 0.0
+
+    @property
+    def redis(self) -> redis.Redis:
+        # looked up each time so a worker follows reset_clients() after a fork
+        return redis_client(QUEUE_DB)
+
+    # producer side
+
+    def put(self, kind: str, params: dict, cache_key: str = "") -> str:
+        """Record and queue a job in one atomic step; returns its id."""
+        job_id = new_job_id()
+        prune_below = new_job_id(time.time() - 2 * self.ttl)[:14]
+        _run(self.redis, "enqueue", job_id, kind, orjson.dumps(params), cache_key, self.ttl,
+             prune_below)  # fmt: skip
+        return job_id
+
+    def __len__(self) -> int:
+        return int(self.redis.llen(WAITING_KEY))
+
+    # worker side
+
+    def _take_args(self, token: str) -> list:
+        return [self.worker_id, token, self.max_attempts, self.ttl]
+
+    def get(
+        self, block: bool = True, timeout: float = 1.0, stop: Callable[[], bool] | None = None
+    ) -> Job | None:
+        """Take the next runnable job (queued -> running), or None after ``timeout`` seconds.
+
+        The id moves atomically into this worker's processing list (LMOVE/BLMOVE), so it is
+        never only in this process's memory.
+        """
+        token = secrets.token_hex(8)
+        reply = _run(self.redis, "take", *self._take_args(token))
+        if reply:
+            return Job.from_reply(reply, token)
+        if not block:
+            return None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            job_id = self.redis.blmove(
+                WAITING_KEY, PROCESSING_PREFIX + self.worker_id, max(left, 0.01), "RIGHT", "LEFT"
+            )
+            if job_id is None:
+                return None
+            if stop is not None and stop():
+                self.release_own()  # taken while stopping: straight back to the queue
+                return None
+            reply = _run(self.redis, "start", job_id, *self._take_args(token))
+            if _text(reply[0]) == "running":
+                return Job.from_reply(reply, token)
+        return None
+
+    def consume(
+        self, timeout: float = 1.0, stop: Callable[[], bool] | None = None
+    ) -> Iterator[Job]:
+        """Jobs as they come; an idle ``timeout`` ends it. The caller must finish each job."""
+        while not (stop and stop()):
+            job = self.get(timeout=timeout, stop=stop)
+            if job is None:
+                return
+            yield job
+
+    def finish(self, job: Job, data: bytes, content_type: str, take_next: bool = False) -> Outcome:
+        """running -> finished with the image, if ``job`` is still the current attempt.
+
+        With ``take_next`` the same script also takes the next job (one round trip per job
+        when the queue is busy).
+        """
+        token = secrets.token_hex(8) if take_next else ""
+        status, nxt = _run(
+            self.redis, "finish", job.id, self.worker_id, job.token, self.ttl, data,
+            content_type, token, self.max_attempts,
+        )  # fmt: skip
+        return Outcome(_text(status), Job.from_reply(nxt, token) if nxt else None)
+
+    def fail(self, job: Job, error: str) -> Outcome:
+        status = _run(self.redis, "fail", job.id, self.worker_id, job.token, self.ttl, error)
+        return Outcome(_text(status))
+
+    def put_back(self, job: Job, refund: bool = True) -> Outcome:
+        """running -> queued at the front of the line (shutdown: the attempt is refunded)."""
+        status = _run(self.redis, "put_back", job.id, self.worker_id, job.token, int(refund))
+        return Outcome(_text(status))
+
+    def heartbeat(self) -> None:
+        _run(self.redis, "heartbeat", self.worker_id, "")
+
+    def unregister(self) -> None:
+        self.release_own()
+        _run(self.redis, "heartbeat", self.worker_id, "1")
+
+    def reap(self) -> tuple[int, int]:
+        """Put back (or fail) the jobs of workers silent for the timeout: (requeued, failed)."""
+        requeued, failed = _run(
+            self.redis, "reap", "", int(self.timeout * 1000), self.max_attempts, self.ttl
+        )
+        if requeued or failed:
+            log.warning("reaper: %s job(s) put back, %s failed", requeued, failed)
+        return int(requeued), int(failed)
+
+    def release_own(self) -> tuple[int, int]:
+        """Put back what this worker holds but is not running (after an outage or a stop)."""
+        requeued, failed = _run(self.redis, "reap", self.worker_id, 0, self.max_attempts, self.ttl)
+        return int(requeued), int(failed)
+
+    # running jobs
+
+    @contextmanager
+    def heartbeating(self) -> Iterator[None]:
+        """A thread that heartbeats and runs the reaper while the block runs."""
+        stop = threading.Event()
+        interval = min(max(self.timeout / 5, 0.1), 5.0)
+
+        def beat() -> None:
+            while True:
+                try:
+                    self.heartbeat()
+                    now = time.monotonic()
+                    if now - self._last_reap >= self.timeout / 2:
+                        self._last_reap = now
+                        self.reap()
+                except redis.RedisError as e:
+                    log.warning("heartbeat failed: %s", e)
+                if stop.wait(interval):
+                    return
+
+        self.heartbeat()
+        thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def process(
+        self,
+        job: Job,
+        handler: Callable[[str, dict], tuple[bytes, str]],
+        deterministic: tuple[type[BaseException], ...] = (JobError,),
+        take_next: bool = False,
+    ) -> Job | None:
+        """Run ``handler(kind, params)`` for a job and record the outcome; maybe the next job.
+
+        Deterministic errors fail the job at once; a Redis blip inside the handler is retried
+        with backoff; ``Interrupted`` puts the job back with its attempt refunded.
+        """
+        try:
+            data, content_type = call_with_retry(handler, job.kind, job.params)
+        except Interrupted:
+            retry_transient(self.put_back, job, refund=True)
+            raise
+        except deterministic as e:
+            retry_transient(self.fail, job, str(e) or type(e).__name__)
+            return None
+        except TRANSIENT:
+            raise  # the run loop backs off; release_own() puts the job back later
+        except Exception as e:
+            log.exception("job %s (%s) crashed", job.id, job.kind)
+            retry_transient(self.fail, job, f"internal error while drawing ({type(e).__name__})")
+            return None
+        outcome = retry_transient(self.finish, job, data, content_type, take_next)
+        if outcome.status != "finished":
+            log.warning("job %s was %s elsewhere; result dropped", job.id, outcome.status)
+        return outcome.next_job
+
+    def run(
+        self,
+        handler: Callable[[str, dict], tuple[bytes, str]],
+        stop: Callable[[], bool] = lambda: False,
+        deterministic: tuple[type[BaseException], ...] = (JobError,),
+        idle_timeout: float = 1.0,
+    ) -> None:
+        """The worker loop: take, draw, finish, until ``stop()``; survives Redis restarts."""
+        backoff = Backoff()
+        job: Job | None = None
+        with self.heartbeating():
+            try:
+                while not stop():
+                    try:
+                        if job is None:
+                            self.heartbeat()
+                            self.release_own()
+                            job = self.get(timeout=idle_timeout, stop=stop)
+                        if job is not None:
+                            job = self.process(job, handler, deterministic, not stop())
+                        backoff.reset()
+                    except TRANSIENT as e:
+                        job = None
+                        log.warning("redis unavailable (%s); retrying", e)
+                        backoff.sleep()
+            finally:
+                if job is not None:  # taken by finish's take_next after stop was asked
+                    retry_transient(self.put_back, job, refund=True)
+                try:
+                    self.unregister()
+                except redis.RedisError as e:
+                    log.warning("could not unregister: %s", e)
+
+    def worker(self, handler=None, **options):
+        """HotQueue's decorator: ``@queue.worker`` makes ``handler`` a loop, ``fn()`` runs it."""
+
+        def decorate(fn):
+            @functools.wraps(fn)
+            def loop(stop: Callable[[], bool] = lambda: False) -> None:
+                self.run(fn, stop=stop, **options)
+
+            return loop
+
+        return decorate(handler) if handler is not None else decorate
+
+
+# --- retries -----------------------------------------------------------------------------
+
+
+class Backoff:
+    """Exponential backoff with jitter: 0.1 s doubling up to ``cap`` seconds."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0):
+        self.base, self.cap, self.n = base, cap, 0
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def sleep(self) -> None:
+        delay = min(self.cap, self.base * 2**self.n)
+        self.n += 1
+        time.sleep(delay * (0.5 + secrets.randbelow(1000) / 2000))
+
+
+def retry_transient(fn, *args, tries: int = 8, **kwargs):
+    """Call ``fn``, retrying Redis connection errors with backoff (about 20 s in all)."""
+    backoff = Backoff()
+    for attempt in range(tries):
+        try:
+            return fn(*args, **kwargs)
+        except TRANSIENT:
+            if attempt == tries - 1:
+                raise
+            backoff.sleep()
+    raise AssertionError("unreachable")
+
+
+def call_with_retry(handler, kind: str, params: dict, tries: int = 5):
+    return retry_transient(handler, kind, params, tries=tries)

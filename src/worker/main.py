@@ -1,0 +1,152 @@
+"""``stocks worker``: chart worker processes around the reliable queue in ``stocks.jobs``.
+
+Processes, not threads: matplotlib is not thread-safe and drawing holds the GIL. With
+``--concurrency N`` a small supervisor starts N spawned children (fresh interpreters, so
+no Redis connection or matplotlib state crosses a fork), forwards SIGTERM/SIGINT to them
+and replaces a child that dies on its own.
+
+Shutdown (SIGTERM or SIGINT): stop taking jobs; let the job being drawn finish within
+``STOCKS_SHUTDOWN_GRACE`` seconds (default 25), else interrupt it and put it back at the
+front of the queue with its attempt refunded; then exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from collections.abc import Callable
+
+from stocks.config import env_float, reset_clients
+from stocks.jobs import Interrupted, JobError, JobQueue
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, dict], tuple[bytes, str]]
+
+
+def shutdown_grace() -> float:
+    return env_float("STOCKS_SHUTDOWN_GRACE", 25.0)
+
+
+def chart_handler() -> tuple[Handler, tuple[type[BaseException], ...]]:
+    """The real job handler and the errors that fail a job at once."""
+    from stocks.worker.chart_data import ChartDataError, draw_job  # noqa: PLC0415 - heavy
+
+    return draw_job, (JobError, ChartDataError)
+
+
+class _Shutdown:
+    """Signal state of one worker process: stop taking jobs, then a grace timer."""
+
+    def __init__(self, grace: float):
+        self.grace = grace
+        self.stopping = False
+        self.expired = False
+        self.drawing = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_stop)
+        signal.signal(signal.SIGINT, self.on_stop)
+        signal.signal(signal.SIGALRM, self.on_alarm)
+
+    def on_stop(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("signal %s: finishing the current job (grace %.0f s)", signum, self.grace)
+        signal.setitimer(signal.ITIMER_REAL, max(self.grace, 0.001))
+
+    def on_alarm(self, signum: int, frame: object) -> None:
+        self.expired = True
+        if self.drawing:
+            raise Interrupted("shutdown grace expired")
+
+    def guard(self, handler: Handler) -> Handler:
+        """``handler`` that the grace timer can interrupt (only while it draws)."""
+
+        def guarded(kind: str, params: dict) -> tuple[bytes, str]:
+            if self.expired:
+                raise Interrupted("shutdown grace expired")
+            self.drawing = True
+            try:
+                return handler(kind, params)
+            finally:
+                self.drawing = False
+
+        return guarded
+
+
+def run_worker(
+    handler: Handler | None = None,
+    deterministic: tuple[type[BaseException], ...] | None = None,
+    queue: JobQueue | None = None,
+) -> int:
+    """One worker in this process until SIGTERM/SIGINT; returns the exit code (0)."""
+    if handler is None:
+        handler, default_errors = chart_handler()
+        deterministic = deterministic or default_errors
+    shutdown = _Shutdown(shutdown_grace())
+    shutdown.install()
+    queue = JobQueue() if queue is None else queue  # not `or`: an empty queue is falsy
+    log.info("worker %s ready", queue.worker_id)
+    try:
+        queue.run(
+            shutdown.guard(handler),
+            stop=lambda: shutdown.stopping,
+            deterministic=deterministic or (JobError,),
+        )
+    except Interrupted:
+        log.info("worker %s: job put back after the grace period", queue.worker_id)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    log.info("worker %s stopped", queue.worker_id)
+    return 0
+
+
+def _child() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    reset_clients()
+    raise SystemExit(run_worker())
+
+
+def run_workers(concurrency: int = 1) -> int:
+    """``stocks worker --concurrency N``: N worker processes until SIGTERM/SIGINT."""
+    if concurrency <= 1:
+        return run_worker()
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def on_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each child finishes or puts back its job
+
+    procs = []
+    for _ in range(concurrency):
+        proc = ctx.Process(target=_child, daemon=False)
+        proc.start()
+        procs.append(proc)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in procs], timeout=1.0)
+        for i, proc in enumerate(procs):
+            if not stopping and proc.exitcode is not None:
+                log.warning(
+                    "worker process %s exited with %s; replacing it", proc.pid, proc.exitcode
+                )
+                time.sleep(1.0)
+                procs[i] = ctx.Process(target=_child, daemon=False)
+                procs[i].start()
+    grace = shutdown_grace() + 10
+    for proc in procs:
+        proc.join(timeout=grace)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+    return 0 if all(p.exitcode == 0 for p in procs) else 1

@@ -1,0 +1,145 @@
+"""The API through a real `stocks serve` process (gunicorn) on a free port."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stocks import storage
+from stocks.redis_server import free_port
+
+KEY = "server-test-key"
+STOCKS = Path(sys.executable).with_name("stocks")
+
+
+def business_days(start: str, end: str) -> np.ndarray:
+    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
+    return days[np.is_busday(days)]
+
+
+def get(port: int, path: str, method: str = "GET", body: dict | None = None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body)
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def bars():
+    days = business_days("2016-01-04", "2017-12-29")
+    rng = np.random.default_rng(11)
+    close = 40 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
+    out = storage.make_bars(
+        days, close, close * 1.01, close * 0.99, close, rng.integers(1, 10**7, len(days))
+    )
+    out["open"][2] = np.nan
+    return out
+
+
+@pytest.fixture
+def server(redis_url, r0, bars):
+    storage.replace_series(r0, "BRK.B", bars, {"name": "Berkshire", "source": "csv"})
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_API_KEYS": KEY}
+    proc = subprocess.Popen(
+        [str(STOCKS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(port, "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("stocks serve did not start: " + proc.stderr.read().decode())
+        time.sleep(0.1)
+    yield port, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_served_by_gunicorn_with_exact_values(server, bars):
+    port, _ = server
+    status, headers, body = get(port, "/tickers/brk-b/prices?end=2016-01-08")
+    assert status == 200 and headers["Server"].startswith("gunicorn")
+    assert headers["Content-Type"] == "application/json"
+    data = json.loads(body)
+    assert data["symbol"] == "BRK.B" and data["count"] == 5
+    assert data["prices"][2]["open"] is None
+    assert [p["close"] for p in data["prices"]] == bars["close"][:5].tolist()
+    assert data["prices"][0]["volume"] == int(bars["volume"][0])
+
+
+def test_keep_alive_connection_serves_many_requests(server):
+    port, _ = server
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.connect()
+    sock = conn.sock
+    for _ in range(20):
+        conn.request("GET", "/tickers/BRK.B/prices?start=2017-06-01&end=2017-06-30")
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["count"] == 22
+    assert conn.sock is sock  # never reconnected
+    conn.close()
+
+
+def test_write_is_seen_by_every_worker_at_once(server, r0):
+    port, _ = server
+    url = "/tickers/BRK.B/prices?start=2017-12-01"
+    for _ in range(30):  # fill the caches of all workers with the old answer
+        assert json.loads(get(port, url)[2])["prices"][-1]["close"] != 99.5
+    bar = {"open": 99.0, "high": 100.0, "low": 98.0, "close": 99.5, "volume": 7}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    status, _, _ = get(port, "/tickers/BRK.B/prices/2017-12-29", "PUT", bar, auth)
+    assert status == 200
+    for _ in range(30):
+        assert json.loads(get(port, url)[2])["prices"][-1]["close"] == 99.5
+    # A reload through storage (as `stocks load` does) is seen at once too.
+    meta, old = storage.read_series(r0, "BRK.B")
+    storage.replace_series(r0, "BRK.B", old[:-1].copy(), {"source": "csv"})
+    for _ in range(30):
+        assert json.loads(get(port, url)[2])["prices"][-1]["date"] == "2017-12-28"
+
+
+def test_errors_are_json_never_500(server):
+    port, _ = server
+    cases = [
+        ("/nope", "GET", 404),
+        ("/tickers/BRK.B/prices", "POST", 405),
+        ("/tickers/BRK.B/prices?start=2017-02-30", "GET", 400),
+        ("/tickers/ZZZZ/prices", "GET", 404),
+        ("/tickers/BRK.B/prices/2017-12-29", "PUT", 401),
+    ]
+    for path, method, want in cases:
+        status, headers, body = get(port, path, method)
+        assert status == want, path
+        assert json.loads(body)["error"]["status"] == want
+
+
+def test_sigterm_stops_cleanly(server):
+    port, proc = server
+    assert get(port, "/health")[0] == 200
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    with pytest.raises(OSError):
+        get(port, "/health")

@@ -1,0 +1,314 @@
+"""Chart drawing: image sizes, data assembly per kind, and the series arithmetic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stocks import storage
+from stocks.worker import chart_data, charts
+from stocks.worker.chart_data import ChartDataError, draw_job
+
+START = dt.date(2020, 1, 1)
+
+
+def business_days(n: int, start: dt.date = START) -> np.ndarray:
+    return np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
+
+
+def synthetic_bars(n: int, seed: int, start: dt.date = START) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = close * (1 + rng.normal(0, 0.005, n))
+    high = np.maximum(open_, close) * 1.01
+    low = np.minimum(open_, close) * 0.99
+    volume = rng.integers(1_000_000, 5_000_000, n)
+    return storage.make_bars(business_days(n, start), open_, high, low, close, volume)
+
+
+def store(r0, symbol: str, bars: np.ndarray) -> None:
+    storage.replace_series(r0, symbol, bars, {"name": symbol, "sector": None, "source": "test"})
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def svg_size(data: bytes) -> tuple[str, str]:
+    m = re.search(rb'<svg[^>]*?width="([^"]+)" height="([^"]+)"', data)
+    assert m, "no <svg width=.. height=..>"
+    return m.group(1).decode(), m.group(2).decode()
+
+
+@pytest.fixture
+def loaded(r0):
+    """Three tickers over 300 business days from 2020-01-01 (no ^GSPC)."""
+    for i, sym in enumerate(("AAA", "BBB", "CCC")):
+        store(r0, sym, synthetic_bars(300, seed=i))
+    return r0
+
+
+PARAMS = {
+    "line": ["AAA", "BBB"],
+    "candlestick": ["AAA"],
+    "compare": ["AAA", "BBB", "CCC"],
+    "benchmark": ["AAA"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+@pytest.mark.parametrize("size", [(1200, 700), (640, 333)])
+def test_every_kind_png_has_exact_size(loaded, kind, size):
+    options = {"width": size[0], "height": size[1], "format": "png", "volume": True}
+    if kind == "candlestick":
+        options["moving_averages"] = [5, 20]
+    image, ctype = draw_job(
+        kind, {"symbols": PARAMS[kind], "start": "2020-02-01", "end": None, "options": options}
+    )
+    assert ctype == "image/png"
+    assert png_size(image) == size
+    with Image.open(io.BytesIO(image)) as img:
+        img.load()  # a decoder accepts the hand-written PNG
+        assert img.size == size
+        # Not a blank canvas: something was drawn in several colours.
+        assert len(img.getcolors(1 << 20)) > 10
+
+
+@pytest.mark.parametrize("kind", sorted(PARAMS))
+def test_every_kind_svg_declares_pixel_size(loaded, kind):
+    image, ctype = draw_job(
+        kind,
+        {"symbols": PARAMS[kind], "options": {"width": 800, "height": 500, "format": "svg"}},
+    )
+    assert ctype == "image/svg+xml"
+    assert svg_size(image) == ("800px", "500px")
+    assert b"viewBox" in image and image.rstrip().endswith(b"</svg>")
+
+
+def test_missing_options_get_defaults(loaded):
+    image, ctype = draw_job("line", {"symbols": ["AAA"]})
+    assert ctype == "image/png"
+    assert png_size(image) == (1200, 700)
+
+
+def test_default_title_and_custom_title_are_drawn(loaded):
+    svg, _ = draw_job("line", {"symbols": ["AAA"], "options": {"format": "svg"}})
+    assert b"AAA daily close 2020-01-01" in svg
+    assert b"Price (USD)" in svg and b"Date" in svg
+    svg, _ = draw_job("line", {"symbols": ["AAA"], "options": {"format": "svg", "title": "Mine"}})
+    assert b">Mine<" in svg
+
+
+def test_legend_only_with_several_series(loaded):
+    one, _ = draw_job("line", {"symbols": ["AAA"], "options": {"format": "svg"}})
+    two, _ = draw_job("line", {"symbols": ["AAA", "BBB"], "options": {"format": "svg"}})
+    assert b'id="legend' not in one
+    assert b'id="legend' in two
+
+
+def test_unknown_symbol_fails_deterministically(loaded):
+    with pytest.raises(ChartDataError, match="ZZZ is not loaded"):
+        draw_job("line", {"symbols": ["AAA", "ZZZ"]})
+
+
+def test_no_data_in_range(loaded):
+    with pytest.raises(ChartDataError, match="no prices for AAA between 2030-01-01"):
+        draw_job("candlestick", {"symbols": ["AAA"], "start": "2030-01-01", "end": "2030-12-31"})
+
+
+def test_compare_without_shared_dates(r0):
+    store(r0, "OLD", synthetic_bars(20, 1, dt.date(2019, 1, 1)))
+    store(r0, "NEW", synthetic_bars(20, 2, dt.date(2021, 1, 1)))
+    with pytest.raises(ChartDataError, match="share no trading dates"):
+        draw_job("compare", {"symbols": ["OLD", "NEW"]})
+
+
+def test_bad_kind_count_and_dates_are_deterministic(loaded):
+    with pytest.raises(ChartDataError, match="unknown chart kind"):
+        draw_job("pie", {"symbols": ["AAA"]})
+    with pytest.raises(ChartDataError, match="takes 2 to 10 symbols"):
+        draw_job("compare", {"symbols": ["AAA"]})
+    with pytest.raises(ChartDataError, match="after end"):
+        draw_job("line", {"symbols": ["AAA"], "start": "2020-05-01", "end": "2020-04-01"})
+
+
+def test_missing_cells_do_not_crash(r0):
+    bars = synthetic_bars(120, 7).copy()
+    bars["open"][[0, 5, 6, 50]] = np.nan
+    bars["high"][[5, 60]] = np.nan
+    bars["low"][[6, 61]] = np.nan
+    bars["volume"][[10, 11]] = storage.MISSING_VOLUME
+    bars["open"][70] = bars["close"][70]  # a doji
+    store(r0, "GAP", bars)
+    for kind in ("line", "candlestick", "benchmark"):
+        image, _ = draw_job(kind, {"symbols": ["GAP"], "options": {"moving_averages": [3]}})
+        assert png_size(image) == (1200, 700)
+    # Every open missing: candles have no bodies, the chart still draws.
+    bars["open"] = np.nan
+    store(r0, "NOOPEN", bars)
+    image, _ = draw_job("candlestick", {"symbols": ["NOOPEN"]})
+    assert png_size(image) == (1200, 700)
+
+
+def test_candlestick_moving_average_uses_history_before_range(loaded, monkeypatch):
+    seen = {}
+
+    def fake_chart(dates, open_, high, low, close, volume, averages, **kw):
+        seen.update(dates=dates, averages=averages, volume=volume, title=kw["title"])
+        return b"png"
+
+    monkeypatch.setattr(charts, "candlestick_chart", fake_chart)
+    draw_job(
+        "candlestick",
+        {
+            "symbols": ["AAA"],
+            "start": "2020-06-01",
+            "options": {"moving_averages": [20, 50], "volume": False},
+        },
+    )
+    assert storage.from_day(seen["dates"][0]) == dt.date(2020, 6, 1)
+    assert seen["volume"] is None
+    full = storage.read_bars(loaded, "AAA")
+    lo = int(np.searchsorted(full["date"], storage.to_day(dt.date(2020, 6, 1))))
+    (label20, ma20), (label50, ma50) = seen["averages"]
+    assert (label20, label50) == ("MA 20", "MA 50")
+    assert not np.isnan(ma50[0])  # filled from the first day of the range
+    assert ma20[0] == pytest.approx(full["close"][lo - 19 : lo + 1].mean())
+    assert seen["title"].startswith("AAA daily OHLC 2020-06-01")
+
+
+# --- benchmark -------------------------------------------------------------------------
+
+
+def test_benchmark_uses_gspc_when_loaded(loaded):
+    label, _, _ = chart_data.benchmark_reference(loaded, "AAA")
+    assert label == "Equal-weight index of 3 loaded tickers"
+    store(loaded, "^GSPC", synthetic_bars(300, 99))
+    label, days, values = chart_data.benchmark_reference(loaded, "AAA")
+    assert label == "S&P 500 (^GSPC)"
+    assert np.array_equal(values, storage.read_bars(loaded, "^GSPC")["close"])
+    svg, _ = draw_job("benchmark", {"symbols": ["AAA"], "options": {"format": "svg"}})
+    assert b"S&amp;P 500 (^GSPC)" in svg and b"Equal-weight" not in svg
+
+
+def test_benchmark_equal_weight_label_in_chart(loaded):
+    svg, _ = draw_job("benchmark", {"symbols": ["BBB"], "options": {"format": "svg"}})
+    assert b"Equal-weight index of 3 loaded tickers" in svg
+    assert b"Change (%)" in svg
+
+
+def test_equal_weight_cache_follows_data_versions(loaded):
+    _, _, before = chart_data.benchmark_reference(loaded, "AAA")
+    store(loaded, "BBB", synthetic_bars(300, 42))  # new version of one member
+    _, _, after = chart_data.benchmark_reference(loaded, "AAA")
+    full = [storage.read_bars(loaded, s) for s in ("AAA", "BBB", "CCC")]
+    _, expected = reference_equal_weight([(b["date"], b["close"]) for b in full])
+    assert np.allclose(after, expected)
+    assert not np.allclose(before, after)
+
+
+def reference_equal_weight(series):
+    """Independent, slow definition: loop over dates and tickers in plain Python."""
+    per_ticker = [
+        {int(d): float(c) for d, c in zip(days, closes, strict=True) if c == c}
+        for days, closes in series
+    ]
+    grid = sorted({d for prices in per_ticker for d in prices})
+    level, out = 1.0, []
+    for i, day in enumerate(grid):
+        rets = []
+        for prices in per_ticker:
+            if i == 0 or day not in prices:
+                continue
+            earlier = [d for d in prices if d < day]
+            if earlier:
+                rets.append(prices[day] / prices[max(earlier)] - 1.0)
+        if rets:
+            level *= 1.0 + sum(rets) / len(rets)
+        out.append(level)
+    return np.array(grid), np.array(out)
+
+
+def test_equal_weight_index_matches_independent_computation():
+    rng = np.random.default_rng(3)
+    series = []
+    for k in range(5):
+        days = np.sort(rng.choice(np.arange(18000, 18060), size=40 - 3 * k, replace=False))
+        closes = 50 + rng.random(len(days)) * 10
+        closes[rng.integers(0, len(days))] = np.nan  # a missing close
+        series.append((days.astype(np.int32), closes))
+    days, index = chart_data.equal_weight_index(series)
+    ref_days, ref_index = reference_equal_weight(series)
+    assert np.array_equal(days, ref_days)
+    assert index[0] == 1.0
+    assert np.allclose(index, ref_index, rtol=1e-12)
+
+
+# --- pure helpers ----------------------------------------------------------------------
+
+
+def test_align_on_common_dates_keeps_only_shared_finite_dates():
+    a = (np.array([1, 2, 3, 5, 8]), np.array([10.0, 20.0, 30.0, 50.0, 80.0]))
+    b = (np.array([2, 3, 4, 5, 8]), np.array([2.0, np.nan, 4.0, 5.0, 8.0]))
+    c = (np.array([0, 2, 5, 8, 9]), np.array([0.0, 0.2, 0.5, 0.8, 0.9]))
+    days, matrix = chart_data.align_on_common_dates([a, b, c])
+    assert days.tolist() == [2, 5, 8]
+    assert matrix.tolist() == [[20.0, 2.0, 0.2], [50.0, 5.0, 0.5], [80.0, 8.0, 0.8]]
+    pct = chart_data.percent_change(matrix)
+    assert pct[0].tolist() == [0.0, 0.0, 0.0]
+    assert pct[:, 0] == pytest.approx([0.0, 150.0, 300.0])
+
+
+def test_moving_average_against_naive_loop():
+    values = np.array([1.0, 2, 3, 4, np.nan, 6, 7, 8, 9, 10])
+    got = chart_data.moving_average(values, 3)
+    for i in range(len(values)):
+        window = values[max(0, i - 2) : i + 1]
+        if i < 2 or np.isnan(window).any():
+            assert np.isnan(got[i])
+        else:
+            assert got[i] == pytest.approx(window.mean())
+    assert np.isnan(chart_data.moving_average(values[:2], 3)).all()
+
+
+def test_png_encoder_round_trips_pixels():
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    data = charts.encode_png(rgb)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.mode == "RGB"
+        assert np.array_equal(np.asarray(img), rgb)
+
+
+def test_chart_functions_accept_datetime64_dates():
+    dates = business_days(30)
+    close = np.linspace(10, 20, 30)
+    png = charts.line_chart([("X", dates, close)], title="t", width=300, height=200)
+    assert png_size(png) == (300, 200)
+    png = charts.candlestick_chart(
+        dates, close, close + 1, close - 1, close, None, title="t", width=300, height=200
+    )
+    assert png_size(png) == (300, 200)
+
+
+def test_reused_canvas_leaks_nothing_between_charts():
+    """Canvases are reused per size: a chart drawn again comes out byte-identical."""
+    dates = business_days(60)
+    a = np.linspace(10, 20, 60)
+
+    def first():
+        return charts.line_chart([("A", dates, a)], title="first", width=500, height=300)
+
+    before = first()
+    charts.candlestick_chart(
+        dates, a, a + 2, a - 2, a + 1, a * 1e5, [("MA 5", a)], title="x", width=500, height=300
+    )
+    charts.line_chart([("B", dates, -a)], title="other size", width=400, height=250)
+    assert first() == before

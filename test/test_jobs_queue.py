@@ -1,0 +1,209 @@
+"""The reliable queue and its compare-and-set transitions, driven in-process on a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+import redis
+
+from stocks import jobs
+from stocks.jobs import JobError, JobQueue
+
+
+@pytest.fixture
+def dbs(redis_url):
+    return {n: redis.Redis.from_url(redis_url, db=n) for n in (1, 2, 3)}
+
+
+def test_put_writes_the_record_and_the_queue_entry_together(dbs):
+    job_id = JobQueue().put("line", {"symbols": ["AAPL"], "n": 1.5})
+    assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]
+    raw = dbs[2].hgetall(f"job:{job_id}")
+    assert raw[b"status"] == b"queued"
+    assert orjson.loads(raw[b"params"]) == {"symbols": ["AAPL"], "n": 1.5}  # JSON, no pickle
+    assert dbs[2].zrange("jobs:status:queued", 0, -1) == [job_id.encode()]
+
+
+def test_a_refused_enqueue_leaves_nothing(dbs):
+    dbs[1].set("queue:waiting", "not a list")
+    with pytest.raises(redis.ResponseError):
+        JobQueue().put("line", {"symbols": ["AAPL"]})
+    assert dbs[2].dbsize() == 0
+    with pytest.raises(TypeError):
+        JobQueue().put("line", {"bad": object()})  # not JSON: refused before Redis
+    assert dbs[2].dbsize() == 0
+
+
+def test_fifo_and_the_job_moves_into_the_workers_own_list(dbs):
+    queue = JobQueue("w1")
+    ids = [queue.put("line", {"i": i}) for i in range(3)]
+    job = queue.get(timeout=0.5)
+    assert job.id == ids[0] and job.params == {"i": 0} and job.attempts == 1
+    assert dbs[1].lrange("queue:processing:w1", 0, -1) == [job.id.encode()]
+    rec = jobs.get_job(job.id)
+    assert rec["status"] == "running" and rec["worker"] == "w1" and rec["started_at"]
+    assert queue.finish(job, b"img", "image/png").status == "finished"
+    assert dbs[1].llen("queue:processing:w1") == 0
+    assert jobs.get_image(job.id) == b"img"
+    assert jobs.get_job(job.id)["content_type"] == "image/png"
+
+
+def test_finish_can_take_the_next_job_in_the_same_step(dbs):
+    queue = JobQueue("w1")
+    first, second = queue.put("line", {}), queue.put("line", {})
+    outcome = queue.finish(queue.get(timeout=0.5), b"1", "image/png", take_next=True)
+    assert outcome.status == "finished" and outcome.next_job.id == second
+    assert jobs.get_job(second)["status"] == "running"
+    assert jobs.get_job(first)["status"] == "finished"
+    assert queue.finish(outcome.next_job, b"2", "image/png", take_next=True).next_job is None
+
+
+def test_get_times_out_on_an_empty_queue(dbs):
+    started = time.monotonic()
+    assert JobQueue().get(timeout=0.3) is None
+    assert 0.25 <= time.monotonic() - started < 2
+
+
+def test_a_cancelled_job_is_never_handed_out_even_if_already_taken(dbs):
+    queue = JobQueue("w1")
+    cancelled, runnable = queue.put("line", {}), queue.put("line", {})
+    # simulate the race: the id is already in the worker's list when the user cancels
+    dbs[1].lmove("queue:waiting", "queue:processing:w1", "RIGHT", "LEFT")
+    assert jobs.cancel_or_delete(cancelled) == "cancelled"
+    assert jobs.get_job(cancelled)["status"] == "cancelled"
+    assert queue.release_own() == (0, 0)  # a cancelled leftover is dropped, not requeued
+    job = queue.get(timeout=0.2)
+    assert job.id == runnable
+    dbs[1].lpush("queue:waiting", cancelled)  # even a stray duplicate entry is skipped
+    assert queue.get(timeout=0.2) is None
+    assert jobs.get_job(cancelled)["status"] == "cancelled"
+    assert dbs[1].llen("queue:processing:w1") == 1  # only the running one
+
+
+def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch):
+    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.2")
+    slow, fast = JobQueue("slow"), JobQueue("fast")
+    job_id = slow.put("line", {})
+    slow.heartbeat()
+    old = slow.get(timeout=0.5)
+    time.sleep(0.4)  # "slow" stops heartbeating
+    fast.heartbeat()
+    assert fast.reap() == (1, 0)
+    new = fast.get(timeout=0.5)
+    assert new.id == job_id and new.attempts == 2 and new.token != old.token
+    assert fast.finish(new, b"good", "image/png").status == "finished"
+    finished = jobs.get_job(job_id)
+
+    assert slow.finish(old, b"stale", "image/png").status == "stale"
+    assert slow.fail(old, "late failure").status == "stale"
+    assert slow.put_back(old).status == "stale"
+    assert fast.finish(new, b"again", "image/png").status == "finished"  # replay: no change
+    assert jobs.get_job(job_id) == finished
+    assert jobs.get_image(job_id) == b"good"
+    assert dbs[1].llen("queue:waiting") == 0
+
+
+def test_only_the_current_attempt_can_finish_a_running_job(dbs):
+    queue = JobQueue("w1")
+    queue.put("line", {})
+    job = queue.get(timeout=0.5)
+    impostor = jobs.Job(job.id, job.kind, job.params, "0" * 16, job.attempts)
+    assert queue.finish(impostor, b"x", "image/png").status == "stale"
+    assert jobs.get_job(job.id)["status"] == "running"
+    assert jobs.get_image(job.id) is None
+
+
+def test_the_reaper_gives_up_after_max_attempts(dbs, monkeypatch):
+    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.1")
+    monkeypatch.setenv("STOCKS_MAX_ATTEMPTS", "2")
+    reaper = JobQueue("reaper")
+    job_id = reaper.put("line", {})
+    for attempt in (1, 2):
+        dying = JobQueue(f"dying{attempt}")
+        dying.heartbeat()
+        assert dying.get(timeout=0.5).attempts == attempt
+        time.sleep(0.25)
+        assert reaper.reap() == ((1, 0) if attempt == 1 else (0, 1))
+    rec = jobs.get_job(job_id)
+    assert rec["status"] == "failed" and rec["attempts"] == 2
+    assert "stopped responding" in rec["error"] and "2 attempts" in rec["error"]
+    assert dbs[1].zcard("queue:workers") == 0
+    assert reaper.get(timeout=0.1) is None
+
+
+def test_a_live_worker_is_not_reaped(dbs, monkeypatch):
+    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "5")
+    busy, other = JobQueue("busy"), JobQueue("other")
+    busy.put("line", {})
+    busy.heartbeat()
+    job = busy.get(timeout=0.5)
+    assert other.reap() == (0, 0)
+    assert busy.finish(job, b"x", "image/png").status == "finished"
+
+
+def test_put_back_refunds_the_attempt_and_goes_first(dbs):
+    queue = JobQueue("w1")
+    first = queue.put("line", {})
+    queue.put("line", {})
+    job = queue.get(timeout=0.5)
+    assert queue.put_back(job, refund=True).status == "queued"
+    rec = jobs.get_job(first)
+    assert rec["status"] == "queued" and rec["attempts"] == 0 and rec["started_at"] is None
+    assert queue.get(timeout=0.5).id == first
+
+
+def test_release_own_puts_back_what_a_worker_holds(dbs):
+    queue = JobQueue("w1")
+    job_id = queue.put("line", {})
+    queue.get(timeout=0.5)  # lost by the process (e.g. Redis went away mid-job)
+    assert queue.release_own() == (1, 0)
+    rec = jobs.get_job(job_id)
+    assert rec["status"] == "queued" and rec["attempts"] == 1
+    assert dbs[1].llen("queue:processing:w1") == 0
+
+
+def test_worker_decorator_runs_handlers_and_records_outcomes(dbs):
+    queue = JobQueue("w1")
+    ids = {name: queue.put(name, {"n": i}) for i, name in enumerate(["ok", "bad", "bug", "blip"])}
+    blips = []
+    done = []
+
+    @queue.worker
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        done.append(kind)
+        if kind == "bad":
+            raise JobError("no prices in that range")
+        if kind == "bug":
+            raise KeyError("oops")
+        if kind == "blip" and not blips:
+            blips.append(1)
+            raise redis.ConnectionError("blip")
+        return orjson.dumps(params), "application/json"
+
+    handle(stop=lambda: len(set(done)) == 4 and jobs.get_job(ids["blip"])["status"] != "running")
+    assert jobs.get_job(ids["ok"])["status"] == "finished"
+    assert jobs.get_image(ids["ok"]) == b'{"n":0}'
+    bad = jobs.get_job(ids["bad"])
+    assert bad["status"] == "failed" and bad["error"] == "no prices in that range"
+    assert bad["attempts"] == 1
+    bug = jobs.get_job(ids["bug"])
+    assert bug["status"] == "failed" and "internal error" in bug["error"]
+    blip = jobs.get_job(ids["blip"])
+    assert blip["status"] == "finished" and blip["attempts"] == 1  # retried in place
+    assert dbs[1].zcard("queue:workers") == 0  # unregistered on the way out
+
+
+def test_interrupted_handler_puts_the_job_back(dbs):
+    queue = JobQueue("w1")
+    job_id = queue.put("line", {})
+
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        raise jobs.Interrupted()
+
+    with pytest.raises(jobs.Interrupted):
+        queue.run(handle)
+    rec = jobs.get_job(job_id)
+    assert rec["status"] == "queued" and rec["attempts"] == 0
+    assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]

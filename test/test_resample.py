@@ -1,0 +1,146 @@
+"""Weekly and monthly bars against an independent pandas groupby reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SP500_DIR, needs_shared
+
+from stocks import storage
+from stocks.resample import resample
+
+
+def business_days(start: str, end: str) -> np.ndarray:
+    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
+    return days[np.is_busday(days)]
+
+
+def random_bars(days: np.ndarray, seed: int = 7, holes: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = len(days)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    bars = storage.make_bars(
+        days,
+        close * rng.uniform(0.98, 1.02, n),
+        close * 1.03,
+        close * 0.97,
+        close,
+        rng.integers(0, 10**8, n),
+        adj_close=close * 0.9,
+    )
+    if holes:
+        for col in ("open", "high", "low", "close", "adj_close"):
+            bars[col][rng.choice(n, n // 15, replace=False)] = np.nan
+        bars["volume"][rng.choice(n, n // 15, replace=False)] = storage.MISSING_VOLUME
+    return bars
+
+
+def reference(bars: np.ndarray, interval: str) -> pd.DataFrame:
+    """pandas groupby on ISO (year, week) or (year, month); missing cells skipped."""
+    dates = pd.to_datetime(bars["date"].astype("datetime64[D]"))
+    df = pd.DataFrame({c: bars[c] for c in ("open", "high", "low", "close", "adj_close")})
+    df["volume"] = storage.volumes_as_float(bars)
+    df["date"] = dates
+    if interval == "1wk":
+        iso = dates.isocalendar()
+        keys = [iso.year.to_numpy(), iso.week.to_numpy()]
+    else:
+        keys = [dates.year, dates.month]
+    g = df.groupby(keys, sort=True)
+    return pd.DataFrame(
+        {
+            "date": g["date"].min(),
+            "open": g["open"].first(),
+            "high": g["high"].max(),
+            "low": g["low"].min(),
+            "close": g["close"].last(),
+            "adj_close": g["adj_close"].last(),
+            "volume": g["volume"].sum(min_count=1),
+        }
+    ).reset_index(drop=True)
+
+
+def assert_same(got: np.ndarray, ref: pd.DataFrame) -> None:
+    assert len(got) == len(ref)
+    got_dates = got["date"].astype("datetime64[D]")
+    assert (got_dates == ref["date"].to_numpy().astype("datetime64[D]")).all()
+    for col in ("open", "high", "low", "close", "adj_close"):
+        np.testing.assert_array_equal(got[col], ref[col].to_numpy(), err_msg=col)
+    np.testing.assert_array_equal(storage.volumes_as_float(got), ref["volume"].to_numpy())
+
+
+@pytest.mark.parametrize("interval", ["1wk", "1mo"])
+def test_matches_pandas_groupby_with_holes_and_gaps(interval):
+    days = business_days("2013-02-08", "2018-02-07")
+    days = np.delete(days, np.s_[100:130])  # a month-long gap
+    bars = random_bars(days)
+    assert_same(resample(bars, interval), reference(bars, interval))
+
+
+def test_iso_week_spans_new_year_and_is_labelled_with_first_trading_day():
+    # 2015-12-28 (Mon) .. 2016-01-03 (Sun) is ISO week 53 of 2015; 2015-12-28 is absent.
+    days = np.array(
+        ["2015-12-24", "2015-12-29", "2015-12-31", "2016-01-01", "2016-01-04"],
+        dtype="datetime64[D]",
+    )
+    bars = storage.make_bars(
+        days,
+        [1.0, 2, 3, 4, 5],
+        [9.0, 8, 7, 6, 5],
+        [1.0, 0.5, 2, 3, 4],
+        [5.0, 6, 7, 8, 9],
+        [1, 2, 3, 4, 5],
+    )
+    week = resample(bars, "1wk")
+    assert storage.days_to_iso(week["date"]) == ["2015-12-24", "2015-12-29", "2016-01-04"]
+    assert week["open"].tolist() == [1.0, 2.0, 5.0]
+    assert week["high"].tolist() == [9.0, 8.0, 5.0]
+    assert week["low"].tolist() == [1.0, 0.5, 4.0]
+    assert week["close"].tolist() == [5.0, 8.0, 9.0]
+    assert week["volume"].tolist() == [1, 9, 5]
+    month = resample(bars, "1mo")
+    assert storage.days_to_iso(month["date"]) == ["2015-12-24", "2016-01-01"]
+    assert month["volume"].tolist() == [6, 9]
+
+
+def test_first_open_skips_missing_and_all_missing_stays_missing():
+    days = np.array(["2016-03-01", "2016-03-02", "2016-04-01"], dtype="datetime64[D]")
+    bars = storage.make_bars(
+        days,
+        [np.nan, 3.0, np.nan],
+        [4.0, 5.0, np.nan],
+        [1.0, 2.0, np.nan],
+        [3.5, np.nan, 2.0],
+        [None, 10, None],
+    )
+    month = resample(bars, "1mo")
+    assert month["open"][0] == 3.0 and month["close"][0] == 3.5
+    assert np.isnan(month["open"][1]) and np.isnan(month["high"][1])
+    assert month["volume"].tolist() == [10, storage.MISSING_VOLUME]
+    assert np.isnan(month["adj_close"]).all()
+
+
+def test_daily_and_empty_are_unchanged():
+    bars = random_bars(business_days("2017-01-02", "2017-02-01"), holes=False)
+    assert resample(bars, "1d") is bars
+    assert len(resample(bars[:0], "1wk")) == 0
+    with pytest.raises(ValueError):
+        resample(bars, "2wk")
+
+
+@needs_shared
+@pytest.mark.parametrize("interval", ["1wk", "1mo"])
+def test_real_ticker_with_empty_cells(interval):
+    # DHR has gaps and empty cells (see ../shared/data/README.md).
+    df = pd.read_csv(SP500_DIR / "DHR.csv")
+    bars = storage.make_bars(
+        df["date"].to_numpy(dtype="datetime64[D]"),
+        df["open"],
+        df["high"],
+        df["low"],
+        df["close"],
+        df["volume"],
+    )
+    assert np.isnan(bars["open"]).any()
+    assert_same(resample(bars, interval), reference(bars, interval))

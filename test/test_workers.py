@@ -1,0 +1,230 @@
+"""Real worker processes: `stocks worker` for real charts, test/worker_stub.py otherwise."""
+
+from __future__ import annotations
+
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from test_jobs_api import load
+from worker_stub import FINISHED_KEY, RAN_KEY
+
+from stocks import jobs
+from stocks.api.app import create_app
+from stocks.jobs import JobQueue
+from stocks.redis_server import env_with_redis
+
+STUB = Path(__file__).with_name("worker_stub.py")
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """Start worker processes (logs under tmp_path); whatever is left is killed at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(url: str, *args: str, cli: bool = False, **env: str) -> subprocess.Popen:
+        cmd = (
+            [sys.executable, "-m", "stocks.cli", "worker", *args]
+            if cli
+            else [sys.executable, str(STUB)]
+        )
+        log = open(tmp_path / f"worker{len(procs)}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            cmd, env={**env_with_redis(url), **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def statuses(ids) -> list[str | None]:
+    return [(jobs.get_job(i) or {}).get("status") for i in ids]
+
+
+def all_done(ids) -> bool:
+    return all(s in jobs.TERMINAL for s in statuses(ids))
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+FAST = {"STOCKS_WORKER_TIMEOUT": "1", "STOCKS_SHUTDOWN_GRACE": "10"}
+
+
+def test_every_kind_end_to_end_through_the_api_and_a_real_worker(r0, redis_url, spawn):
+    for sym in ("AAPL", "MSFT", "^GSPC"):
+        load(r0, sym, days=400)
+    client = create_app({"TESTING": True}).test_client()
+    requests = {
+        "line": {"symbols": ["AAPL", "MSFT"], "options": {"width": 640, "height": 480}},
+        "candlestick": {
+            "symbols": ["aapl"],
+            "start": "2017-03-01",
+            "options": {"width": 900, "height": 600, "moving_averages": [5, 20]},
+        },
+        "compare": {"symbols": ["AAPL", "MSFT"], "options": {"width": 800, "height": 400}},
+        "benchmark": {"symbols": ["MSFT"], "options": {"width": 1000, "height": 500}},
+    }
+    ids = {}
+    for kind, body in requests.items():
+        resp = client.post("/jobs", json={"kind": kind, **body})
+        assert resp.status_code == 202
+        ids[kind] = resp.get_json()["id"]
+    svg = client.post(
+        "/jobs", json={"kind": "line", "symbols": ["AAPL"], "options": {"format": "svg"}}
+    ).get_json()["id"]
+    empty = client.post(
+        "/jobs", json={"kind": "line", "symbols": ["AAPL"], "start": "2030-01-01"}
+    ).get_json()["id"]
+
+    worker = spawn(redis_url, "--concurrency", "1", cli=True)
+    every = [*ids.values(), svg, empty]
+    wait_for(lambda: all_done(every), timeout=60, what="all jobs done")
+
+    for kind, job_id in ids.items():
+        rec = client.get(f"/jobs/{job_id}").get_json()
+        assert rec["status"] == "finished", rec
+        assert rec["attempts"] == 1 and rec["started_at"] <= rec["finished_at"]
+        image = client.get(f"/jobs/{job_id}/image")
+        assert image.status_code == 200 and image.mimetype == "image/png"
+        opts = requests[kind]["options"]
+        assert png_size(image.data) == (opts["width"], opts["height"]), kind
+    image = client.get(f"/jobs/{svg}/image")
+    assert image.mimetype == "image/svg+xml" and b"<svg" in image.data[:500]
+    failed = client.get(f"/jobs/{empty}").get_json()
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["error"]
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+
+
+def test_supervisor_starts_n_processes_and_stops_cleanly(redis_url, spawn):
+    q1 = redis.Redis.from_url(redis_url, db=1)
+    sup = spawn(redis_url, "--concurrency", "2", cli=True)
+    wait_for(lambda: q1.zcard("queue:workers") == 2, timeout=30, what="two workers")
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=30) == 0
+    assert q1.zcard("queue:workers") == 0
+
+
+def test_several_workers_finish_each_job_exactly_once(r0, redis_url, spawn):
+    queue = JobQueue()
+    ids = [queue.put("noop", {"tag": str(i)}) for i in range(300)]
+    workers = [spawn(redis_url, **FAST) for _ in range(3)]
+    wait_for(lambda: all_done(ids), timeout=60, what="300 jobs")
+    assert set(statuses(ids)) == {"finished"}
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    assert [w.wait(timeout=30) for w in workers] == [0, 0, 0]
+    finished = [i.decode() for i in r0.lrange(FINISHED_KEY, 0, -1)]
+    assert sorted(finished) == sorted(ids)  # each exactly once
+    served_by = {jobs.get_image(i).split(b":")[-1] for i in ids}
+    assert len(served_by) >= 2  # the work really was shared
+
+
+def test_cancellation_racing_workers(r0, redis_url, spawn):
+    queue = JobQueue()
+    ids = [queue.put("sleep", {"tag": str(i), "seconds": 0.005}) for i in range(200)]
+    workers = [spawn(redis_url, **FAST) for _ in range(2)]
+    wait_for(lambda: r0.llen(RAN_KEY) > 0, what="a first job")
+    outcomes = {i: jobs.cancel_or_delete(i) for i in ids}  # deletes the ones already done
+    live = [i for i in ids if outcomes[i] != "deleted"]
+    wait_for(lambda: all_done(live), timeout=60, what="jobs settled")
+    ran = {t.decode() for t in r0.lrange(RAN_KEY, 0, -1)}
+    assert set(outcomes.values()) <= {"cancelled", "running", "deleted"}
+    assert "cancelled" in outcomes.values(), "the race should cancel some jobs"
+    for i, job_id in enumerate(ids):
+        rec = jobs.get_job(job_id)
+        if outcomes[job_id] == "cancelled":
+            assert rec["status"] == "cancelled" and str(i) not in ran
+        elif outcomes[job_id] == "running":
+            assert rec["status"] == "finished" and str(i) in ran
+        else:
+            assert rec is None and str(i) in ran
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(timeout=30) == 0
+
+
+def test_worker_killed_mid_job_is_finished_by_another(r0, redis_url, spawn):
+    queue = JobQueue()
+    job_id = queue.put("sleep", {"tag": "slow", "seconds": 2})
+    doomed = spawn(redis_url, **FAST)
+    rec = wait_for(
+        lambda: (jobs.get_job(job_id) or {}).get("status") == "running" and jobs.get_job(job_id),
+        what="the job to start",
+    )
+    assert rec["worker"].split(":")[1] == str(doomed.pid)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    rescuer = spawn(redis_url, **FAST)
+    wait_for(lambda: all_done([job_id]), timeout=30, what="the rescue")
+    rec = jobs.get_job(job_id)
+    assert rec["status"] == "finished" and rec["attempts"] == 2
+    assert jobs.get_image(job_id).endswith(str(rescuer.pid).encode())
+    rescuer.send_signal(signal.SIGTERM)
+    assert rescuer.wait(timeout=30) == 0
+    assert r0.lrange(FINISHED_KEY, 0, -1) == [job_id.encode()]
+
+
+def test_sigterm_mid_job_finishes_it_within_the_grace(redis_url, spawn):
+    queue = JobQueue()
+    job_id = queue.put("sleep", {"seconds": 1.0})
+    later = queue.put("noop", {})
+    worker = spawn(redis_url, **FAST)
+    wait_for(lambda: statuses([job_id]) == ["running"], what="the job to start")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert statuses([job_id, later]) == ["finished", "queued"]  # no new job after SIGTERM
+    assert len(queue) == 1
+
+
+def test_sigterm_past_the_grace_puts_the_job_back(redis_url, spawn):
+    queue = JobQueue()
+    job_id = queue.put("sleep", {"seconds": 30})
+    worker = spawn(redis_url, STOCKS_SHUTDOWN_GRACE="0.5", STOCKS_WORKER_TIMEOUT="1")
+    wait_for(lambda: statuses([job_id]) == ["running"], what="the job to start")
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10
+    rec = jobs.get_job(job_id)
+    assert rec["status"] == "queued" and rec["attempts"] == 0  # put back, attempt refunded
+    assert queue.get(block=False).id == job_id  # at the front of the queue
+
+
+def test_redis_restart_with_jobs_queued_and_running(own_redis, spawn):
+    url = own_redis.url
+    queue = JobQueue()
+    ids = [queue.put("sleep", {"tag": str(i), "seconds": 0.4}) for i in range(12)]
+    workers = [spawn(url, **FAST) for _ in range(2)]
+    wait_for(lambda: "running" in statuses(ids), what="a running job")
+    assert "queued" in statuses(ids)
+    own_redis.restart(kill=True)
+    wait_for(lambda: all_done(ids), timeout=60, what="all jobs after the restart")
+    assert set(statuses(ids)) == {"finished"}
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(timeout=30) == 0

@@ -1,0 +1,44 @@
+"""A real worker process with test handlers: ``python test/worker_stub.py`` (REDIS_URL set).
+
+It runs the production loop (``stocks.worker.main.run_worker``: signals, grace, heartbeat,
+reaper) with handlers the tests control through the job params, and records every
+successful finish in ``test:finished`` (DB 0) so tests can count completions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from stocks.config import STOCKS_DB, redis_client
+from stocks.jobs import JobError, JobQueue, Outcome
+from stocks.worker.main import run_worker
+
+FINISHED_KEY = "test:finished"
+RAN_KEY = "test:ran"
+
+
+def handle(kind: str, params: dict) -> tuple[bytes, str]:
+    """``sleep``: wait params["seconds"]; ``fail``: a deterministic error; else return at once."""
+    r0 = redis_client(STOCKS_DB)
+    r0.rpush(RAN_KEY, params.get("tag", ""))
+    if kind == "sleep":
+        time.sleep(float(params["seconds"]))
+    if kind == "fail":
+        raise JobError(params.get("message", "failed on purpose"))
+    return f"{kind}:{params.get('tag', '')}:{os.getpid()}".encode(), "text/plain"
+
+
+class CountingQueue(JobQueue):
+    def finish(self, job, data, content_type, take_next=False) -> Outcome:
+        outcome = super().finish(job, data, content_type, take_next)
+        if outcome.status == "finished":
+            redis_client(STOCKS_DB).rpush(FINISHED_KEY, job.id)
+        return outcome
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
+    sys.exit(run_worker(handle, (JobError,), CountingQueue()))
