@@ -5,8 +5,9 @@ CSVs from ../shared/data when present, else synthetic walks), serves the API wit
 ``stocks serve`` (gunicorn) and drives it with bench.httpload (wrk when on PATH).
 
 Peers measured in the same run:
-- the same server with the analytics cache off (STOCKS_ANALYTICS_CACHE=0): every
-  request reads the series from Redis and recomputes, as a plain implementation would;
+- the same server with the analytics caches off (STOCKS_ANALYTICS_CACHE,
+  STOCKS_INDICATOR_CACHE and STOCKS_ANSWER_CACHE = 0): every request reads the series
+  from Redis, recomputes and serializes, as a plain implementation would;
 - ``GET /tickers/{s}/prices`` for the same five years, the data API's own full read.
 
     .venv/bin/python -m bench.bench_analytics
@@ -58,7 +59,8 @@ def store_tickers(url: str) -> str:
 def start_server(url: str, port: int, cache: int | None, log) -> subprocess.Popen:
     env = env_with_redis(url)
     if cache is not None:
-        env["STOCKS_ANALYTICS_CACHE"] = str(cache)
+        for name in ("STOCKS_ANALYTICS_CACHE", "STOCKS_INDICATOR_CACHE", "STOCKS_ANSWER_CACHE"):
+            env[name] = str(cache)
     stocks = shutil.which("stocks", path=str(Path(sys.executable).parent)) or "stocks"
     proc = subprocess.Popen(
         [stocks, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -164,9 +166,10 @@ def report(results: dict[str, dict[str, LoadResult]], source: str) -> str:
     prices = cached["prices, full 5y (data API)"]
     lines += [
         "",
-        "Peers in the same run: *no cache* is the same server with "
-        "`STOCKS_ANALYTICS_CACHE=0` (each request reads the series from Redis and "
-        "recomputes); the full 5-year `/prices` read is the data API baseline: "
+        "Peers in the same run: *no cache* is the same server with the analytics caches "
+        "off (`STOCKS_ANALYTICS_CACHE=0 STOCKS_INDICATOR_CACHE=0 STOCKS_ANSWER_CACHE=0`: "
+        "each request reads the series from Redis, recomputes and serializes); the full "
+        "5-year `/prices` read is the data API baseline: "
         + ", ".join(
             f"{name.split(' ')[0]} {cached[name].rps / prices.rps:.1f}× its req/s"
             for name in targets

@@ -68,6 +68,18 @@ def create_naive_app():
     return app
 
 
+def create_static_app():
+    """The ceiling: a bare WSGI app answering fixed bytes (a one-month answer's size)."""
+    body = b"x" * int(os.environ.get("STATIC_BYTES", "2500"))
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+
+    def app(environ, start_response):
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
+
+
 # --- data ------------------------------------------------------------------------------
 
 
@@ -111,12 +123,13 @@ def start_server(kind: str, redis_url: str, probe: str, extra_env: dict | None =
     if kind == "ours":
         cmd = [str(Path(sys.executable).with_name("stocks")), "serve", "--port", str(port)]
     else:
+        factory = {"naive": "create_naive_app", "static": "create_static_app"}[kind]
         cmd = [
             sys.executable,
             "-c",
             "import sys; from stocks.api.server import run_wsgi; "
-            "from bench.bench_api import create_naive_app; "
-            f"sys.exit(run_wsgi(create_naive_app, '127.0.0.1', {port}))",
+            f"from bench.bench_api import {factory}; "
+            f"sys.exit(run_wsgi({factory}, '127.0.0.1', {port}))",
         ]
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -157,6 +170,7 @@ def measure(base: str, paths: list[str]) -> LoadResult:
 
 
 def run() -> str:
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
         try:
@@ -164,26 +178,26 @@ def run() -> str:
             full = [f"/tickers/{s}/prices" for s in symbols]
             month = [f"/tickers/{s}/prices?start={MONTH[0]}&end={MONTH[1]}" for s in symbols]
             results: dict[tuple[str, str], LoadResult] = {}
+            both = (("5 years", full), ("1 month", month))
             configs = [
-                ("ours", {}),
-                ("ours, cache off", {"STOCKS_API_CACHE_MB": "0"}),
-                ("naive", {}),
+                ("ours", "ours", {}, both),
+                ("ours, cache off", "ours", {"STOCKS_API_CACHE_MB": "0"}, both),
+                ("naive", "naive", {}, both),
+                ("bare gunicorn, fixed 2.5 KB", "static", {}, (("1 month", month),)),
             ]
-            for name, env in configs:
-                proc, base = start_server(
-                    "naive" if name == "naive" else "ours", server.url, month[0], env
-                )
+            for name, kind, env, ranges in configs:
+                proc, base = start_server(kind, server.url, month[0], env)
                 try:
-                    for label, paths in (("5 years", full), ("1 month", month)):
+                    for label, paths in ranges:
                         results[(name, label)] = measure(base, paths)
                 finally:
                     stop(proc)
         finally:
             server.stop()
-    return report(results, source)
+    return report(results, source, load_before)
 
 
-def report(results: dict[tuple[str, str], LoadResult], source: str) -> str:
+def report(results: dict[tuple[str, str], LoadResult], source: str, load_before: float) -> str:
     tool = next(iter(results.values())).tool
     lines = [
         "## API: GET /tickers/{symbol}/prices under load",
@@ -192,7 +206,9 @@ def report(results: dict[tuple[str, str], LoadResult], source: str) -> str:
         f"{CONNECTIONS} keep-alive connections, {DURATION:g} s after a {WARMUP:g} s warm-up, "
         "on the same machine as the servers. Both servers: gunicorn via `stocks.api.server` "
         "(same workers, worker class and threads). Naive peer: one JSON document per "
-        "ticker, `json.loads` + filter + `jsonify` per request.",
+        "ticker, `json.loads` + filter + `jsonify` per request. The bare gunicorn row is "
+        "the ceiling of the server itself on this machine: a WSGI app returning fixed bytes. "
+        f"1-minute load average before the run: {load_before:.1f} on {os.cpu_count()} cores.",
         "",
         "| server | range | req/s | p50 ms | p99 ms |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -124,6 +124,19 @@ def mpf_render(df, **kwargs) -> bytes:
     return buf.getvalue()
 
 
+def bare_matplotlib_line(days: np.ndarray, close: np.ndarray) -> bytes:
+    """The floor: a bare Figure, one plot() call, savefig PNG; no title, labels or dates."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    fig.add_subplot().plot(days, close)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -168,88 +181,51 @@ def run() -> str:
                 lambda: mpf_render(df, type="candle", volume=True, mav=(20, 50)), MPF_RUNS
             )
             mpf_line = timed(lambda: mpf_render(df, type="line"), MPF_RUNS)
+            bare_line = timed(lambda: bare_matplotlib_line(days, c), RUNS)
 
-            rows = [
-                (
-                    "candlestick + volume + MA 20/50, draw only",
-                    timed(
-                        lambda: charts.candlestick_chart(
-                            days, o, h, lo, c, vol, mas, title="AAPL", width=WIDTH, height=HEIGHT
-                        ),
-                        RUNS,
-                    ),
-                    mpf_candle,
-                    "mpf candle, volume, mav=(20,50)",
+            def job(kind: str, symbols: list[str], options: dict):
+                return lambda: chart_data.draw_job(kind, {"symbols": symbols, "options": options})
+
+            candle_draw = timed(
+                lambda: charts.candlestick_chart(
+                    days, o, h, lo, c, vol, mas, title=MAIN, width=WIDTH, height=HEIGHT
                 ),
+                RUNS,
+            )
+            line_draw = timed(
+                lambda: charts.line_chart(
+                    [(MAIN, days, c)], title=MAIN, width=WIDTH, height=HEIGHT
+                ),
+                RUNS,
+            )
+            svg_opts = {**candle_opts, "format": "svg"}
+            candle_peer = (mpf_candle, "mpf candle, volume, mav=(20,50)")
+            rows = [
+                ("candlestick + volume + MA 20/50, draw only", candle_draw, *candle_peer),
                 (
                     "candlestick job (draw_job, Redis read incl.)",
-                    timed(
-                        lambda: chart_data.draw_job(
-                            "candlestick", {"symbols": [MAIN], "options": candle_opts}
-                        ),
-                        RUNS,
-                    ),
-                    mpf_candle,
-                    "mpf candle, volume, mav=(20,50)",
+                    timed(job("candlestick", [MAIN], candle_opts), RUNS),
+                    *candle_peer,
                 ),
-                (
-                    "line 1 symbol, draw only",
-                    timed(
-                        lambda: charts.line_chart(
-                            [(MAIN, days, c)], title="AAPL", width=WIDTH, height=HEIGHT
-                        ),
-                        RUNS,
-                    ),
-                    mpf_line,
-                    "mpf line",
-                ),
+                ("line 1 symbol, draw only", line_draw, mpf_line, "mpf line"),
+                ("line 1 symbol, draw only", line_draw, bare_line, "bare Figure+plot+savefig"),
                 (
                     "line job, 1 symbol",
-                    timed(
-                        lambda: chart_data.draw_job("line", {"symbols": [MAIN], "options": opts}),
-                        RUNS,
-                    ),
+                    timed(job("line", [MAIN], opts), RUNS),
                     mpf_line,
                     "mpf line",
                 ),
-                (
-                    "line job, 5 symbols",
-                    timed(
-                        lambda: chart_data.draw_job("line", {"symbols": PEERS, "options": opts}),
-                        RUNS,
-                    ),
-                    None,
-                    "",
-                ),
-                (
-                    "compare job, 5 symbols",
-                    timed(
-                        lambda: chart_data.draw_job("compare", {"symbols": PEERS, "options": opts}),
-                        RUNS,
-                    ),
-                    None,
-                    "",
-                ),
+                ("line job, 5 symbols", timed(job("line", PEERS, opts), RUNS), None, ""),
+                ("compare job, 5 symbols", timed(job("compare", PEERS, opts), RUNS), None, ""),
                 (
                     "benchmark job (index cached)",
-                    timed(
-                        lambda: chart_data.draw_job(
-                            "benchmark", {"symbols": [MAIN], "options": opts}
-                        ),
-                        RUNS,
-                    ),
+                    timed(job("benchmark", [MAIN], opts), RUNS),
                     None,
                     "",
                 ),
                 (
                     "candlestick job, SVG",
-                    timed(
-                        lambda: chart_data.draw_job(
-                            "candlestick",
-                            {"symbols": [MAIN], "options": {**candle_opts, "format": "svg"}},
-                        ),
-                        max(5, RUNS // 3),
-                    ),
+                    timed(job("candlestick", [MAIN], svg_opts), max(5, RUNS // 3)),
                     None,
                     "",
                 ),
@@ -272,7 +248,7 @@ def run() -> str:
         f"Ours: median of {RUNS} runs after a warm-up; mplfinance: median of {MPF_RUNS} runs, "
         "same arrays, same pixel size, same process.",
         "",
-        "| What | median ms | p90 ms | CPU ms | mplfinance peer | peer median ms "
+        "| What | median ms | p90 ms | CPU ms | peer | peer median ms "
         "| peer CPU ms | speed-up (wall / CPU) |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
@@ -302,7 +278,7 @@ def run() -> str:
 
 
 def memory_check(charts, days, close) -> str:
-    """RSS over MEMORY_RENDERS line renders, then tracemalloc over a fifth of that."""
+    """RSS over MEMORY_RENDERS line renders, then tracemalloc over a tenth of that."""
 
     def render() -> None:
         charts.line_chart([(MAIN, days, close)], title="AAPL", width=WIDTH, height=HEIGHT)
@@ -322,7 +298,7 @@ def memory_check(charts, days, close) -> str:
     rss1 = rss_kib()
     elapsed = time.perf_counter() - t0
 
-    traced = max(50, MEMORY_RENDERS // 5)
+    traced = max(50, MEMORY_RENDERS // 10)
     tracemalloc.start()
     for _ in range(10):
         render()

@@ -49,6 +49,7 @@ copies that image and finishes the job in the same step instead of drawing it ag
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import secrets
@@ -123,9 +124,11 @@ local WAITING, WORKERS = 'queue:waiting', 'queue:workers'
 local function processing(w) return 'queue:processing:' .. w end
 local function job_key(id) return 'job:' .. id end
 
+-- Redis server time in ms: one clock for every host (an integer-valued double, which
+-- redis.call passes on as plain digits)
 local function now_ms()
   local t = redis.call('TIME')
-  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 local function drop(w, id)
@@ -365,14 +368,16 @@ _SOURCES = {
 }
 
 
-@functools.cache
-def _scripts(client: redis.Redis) -> dict:
-    """Script objects per client (EVALSHA, reloaded by redis-py after a Redis restart)."""
-    return {name: client.register_script(src) for name, src in _SOURCES.items()}
+_SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SOURCES.items()}
 
 
 def _run(client: redis.Redis, name: str, *args: object):
-    return _scripts(client)[name](keys=[], args=list(args), client=client)
+    """EVALSHA, loading the script once per server (again after a restart without AOF)."""
+    try:
+        return client.execute_command("EVALSHA", _SHAS[name], 0, *args)
+    except redis.exceptions.NoScriptError:
+        client.script_load(_SOURCES[name])
+        return client.execute_command("EVALSHA", _SHAS[name], 0, *args)
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -406,6 +411,8 @@ def _record(raw: dict) -> dict:
     rec["attempts"] = int(rec.get("attempts") or 0)
     rec["params"] = orjson.loads(rec.get("params") or "{}")
     rec["error"] = rec.get("error") or None
+    for field in ("token", "worker", "cache_key", "content_type"):
+        rec[field] = rec.get(field) or None
     return rec
 
 
@@ -431,7 +438,8 @@ def list_jobs(
     scanned = 0
     while scanned < LIST_SCAN_BUDGET:
         want = limit + 1 - len(out)
-        ids = [_text(i) for i in r.zrevrangebylex(ALL_KEY, upper, "-", 0, max(want, 50))]
+        batch = min(max(want, 50), LIST_SCAN_BUDGET - scanned)
+        ids = [_text(i) for i in r.zrevrangebylex(ALL_KEY, upper, "-", 0, batch)]
         if not ids:
             return out, None
         pipe = r.pipeline(transaction=False)
@@ -490,6 +498,7 @@ class JobQueue:
         self.timeout = worker_timeout()
         self.max_attempts = max_attempts()
         self._last_reap = 0.0
+        self._puts = 0
 
     @property
     def redis(self) -> redis.Redis:
@@ -501,12 +510,15 @@ class JobQueue:
     def put(self, kind: str, params: dict, cache_key: str = "") -> str:
         """Record and queue a job in one atomic step; returns its id."""
         job_id = new_job_id()
-        prune_below = new_job_id(time.time() - 2 * self.ttl)[:14]
+        self._puts += 1
+        # now and then, forget index entries far older than any record can live
+        prune_below = new_job_id(time.time() - 2 * self.ttl)[:14] if self._puts % 100 == 1 else ""
         _run(self.redis, "enqueue", job_id, kind, orjson.dumps(params), cache_key, self.ttl,
              prune_below)  # fmt: skip
         return job_id
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """Jobs waiting (not taken yet). Not ``__len__``: an empty queue must stay truthy."""
         return int(self.redis.llen(WAITING_KEY))
 
     # worker side
@@ -612,12 +624,15 @@ class JobQueue:
                     if now - self._last_reap >= self.timeout / 2:
                         self._last_reap = now
                         self.reap()
-                except redis.RedisError as e:
+                except Exception as e:  # the thread must outlive any error
                     log.warning("heartbeat failed: %s", e)
                 if stop.wait(interval):
                     return
 
-        self.heartbeat()
+        try:
+            self.heartbeat()  # registered before the first take
+        except redis.RedisError as e:
+            log.warning("heartbeat failed: %s", e)
         thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
         thread.start()
         try:

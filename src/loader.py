@@ -3,9 +3,11 @@
 Each symbol is one task: get its bars (parse a file, ask Yahoo, draw a walk) and store
 them with ``storage.replace_series``, which swaps the whole series atomically. A task
 that fails stores nothing, so a ticker whose new data is refused keeps its old data.
-Tasks run in parallel (``concurrent.futures``): CSV parsing in processes, because the
-parse holds the GIL most of the time; Yahoo requests and random walks in threads.
-Each worker writes its own series, so the parent only collects small outcomes.
+Tasks run in parallel (``concurrent.futures``): CSV files in forked processes, so the
+Python-level part of each parse runs in parallel too (threads, which pandas' tokenizer
+lets overlap, come close: bench/bench_load.py measures both); Yahoo requests and random
+walks in threads. Each worker writes its own series (measured faster than shipping bars
+back for the parent to write), so the parent only collects small outcomes.
 The end is a summary (loaded, rejected with reason, warnings) and an exit code:
 0 all loaded, 1 some failed (named), 2 usage error.
 """
@@ -204,10 +206,15 @@ def csv_jobs(directory: Path, tickers: list[str] | None) -> tuple[list[tuple], d
     jobs: list[tuple] = []
     failures: dict[str, str] = {}
     if tickers is None:
+        owner: dict[str, str] = {}
         for path in sorted(p for p in directory.iterdir() if p.suffix.lower() == ".csv"):
             if storage.normalize_symbol(path.stem) is None:
                 failures[path.name] = f"{path.name}: file name is not a ticker symbol"
+            elif _canonical(path.stem) in owner:
+                first = owner[_canonical(path.stem)]
+                failures[path.name] = f"{path.name}: same symbol as {first}; not loaded"
             else:
+                owner[_canonical(path.stem)] = path.name
                 jobs.append((_canonical(path.stem), str(path)))
         return jobs, failures
     for raw in dict.fromkeys(tickers):
@@ -278,7 +285,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=SOURCES, required=True, help="where prices come from")
     parser.add_argument("--path", help="csv: directory of <SYMBOL>.csv files")
     parser.add_argument("--tickers", help="comma-separated symbols (default: all available)")
-    parser.add_argument("--sp500", action="store_true", help="the S&P 500 list plus ^GSPC")
+    parser.add_argument(
+        "--sp500", action="store_true", help="yahoo, synthetic: the S&P 500 list plus ^GSPC"
+    )
     parser.add_argument("--start", help="first day, YYYY-MM-DD (with --end)")
     parser.add_argument("--end", help="last day, YYYY-MM-DD, inclusive")
     parser.add_argument("--period", help="yahoo: a period such as 5y, 6mo, max (default 5y)")

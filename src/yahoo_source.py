@@ -40,13 +40,13 @@ from yfinance.exceptions import (
 from stocks.config import env_float, env_int
 from stocks.storage import make_bars, normalize_symbol
 
-log = logging.getLogger(__name__)
-
 MAX_REQUESTS = env_int("YAHOO_MAX_REQUESTS", 4)
 _request_slots = threading.BoundedSemaphore(MAX_REQUESTS)
 
-# yfinance's own pandas deprecation noise is not ours to fix; keep the CLI output readable.
+# yfinance's own pandas deprecation noise and log lines are not ours to act on: every
+# failure comes back as a named reason in the load summary instead.
 warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")
+logging.getLogger("yfinance").setLevel(logging.CRITICAL)
 
 
 class YahooFailure(Exception):
@@ -135,6 +135,8 @@ def _fetch_once(symbol: str, window: Window, session) -> np.ndarray:
                 raise YahooTransient(f"{symbol}: Yahoo is down ({exc})") from exc
             raise YahooFailure(f"{symbol}: {exc}") from exc
         except (json.JSONDecodeError, TimeoutError, ConnectionError, OSError) as exc:
+            if type(exc).__name__ == "DNSError":  # offline: no point in waiting and retrying
+                raise YahooFailure(f"{symbol}: cannot resolve Yahoo's host ({exc})") from exc
             raise YahooTransient(f"{symbol}: {type(exc).__name__}: {exc}") from exc
         except YFException as exc:
             raise YahooFailure(f"{symbol}: {exc}") from exc

@@ -112,14 +112,17 @@ def test_stats_errors(client, stored):
     assert err["errors"][0]["field"] == "end"
 
 
-def test_stats_see_a_write_at_once(client, stored, r0):
+def test_answers_see_a_write_at_once(client, stored, r0):
     before = get_ok(client, "/tickers/AAA/stats")
+    sma_before = get_ok(client, "/tickers/AAA/indicators/sma?window=2")["values"][-1]["value"]
     last = stored["AAA"][-1:].copy()
     last["close"] = last["close"] * 2
     last["high"] = last["close"]
     storage.upsert_bar(r0, "AAA", last)
     after = get_ok(client, "/tickers/AAA/stats")
     assert after["last_close"] == pytest.approx(before["last_close"] * 2)
+    sma_after = get_ok(client, "/tickers/AAA/indicators/sma?window=2")["values"][-1]["value"]
+    assert sma_after == pytest.approx(sma_before + float(stored["AAA"]["close"][-1]) / 2)
 
 
 def test_stats_survive_a_bar_without_close(client, r0):

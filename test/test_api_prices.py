@@ -62,9 +62,15 @@ def loaded(r0):
     return {"AAPL": aapl, "BRK.B": brk, "XOM": xom}
 
 
+@pytest.fixture(scope="module")
+def app():
+    """One app for the module: it holds no per-test state (Redis is found per request)."""
+    return create_app()
+
+
 @pytest.fixture
-def client(redis_url):
-    return create_app().test_client()
+def client(app, redis_url):
+    return app.test_client()
 
 
 def expected_rows(bars: np.ndarray, columns=("open", "high", "low", "close", "volume")) -> list:

@@ -50,9 +50,7 @@ def bars():
     return out
 
 
-@pytest.fixture
-def server(redis_url, r0, bars):
-    storage.replace_series(r0, "BRK.B", bars, {"name": "Berkshire", "source": "csv"})
+def start_server(redis_url: str) -> tuple[int, subprocess.Popen]:
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_API_KEYS": KEY}
     proc = subprocess.Popen(
@@ -65,17 +63,33 @@ def server(redis_url, r0, bars):
     while True:
         try:
             if get(port, "/health")[0] == 200:
-                break
+                return port, proc
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("stocks serve did not start: " + proc.stderr.read().decode())
         time.sleep(0.1)
-    yield port, proc
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def shared_server(redis_server):
+    """One server for the module; each test reloads the data it reads (new versions)."""
+    port, proc = start_server(redis_server.url)
+    yield port, proc
+    stop_server(proc)
+
+
+@pytest.fixture
+def server(shared_server, r0, bars):
+    storage.replace_series(r0, "BRK.B", bars, {"name": "Berkshire", "source": "csv"})
+    return shared_server
 
 
 def test_served_by_gunicorn_with_exact_values(server, bars):
@@ -136,10 +150,13 @@ def test_errors_are_json_never_500(server):
         assert json.loads(body)["error"]["status"] == want
 
 
-def test_sigterm_stops_cleanly(server):
-    port, proc = server
-    assert get(port, "/health")[0] == 200
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
-    with pytest.raises(OSError):
-        get(port, "/health")
+def test_sigterm_stops_cleanly(redis_url):
+    port, proc = start_server(redis_url)
+    try:
+        assert get(port, "/health")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(OSError):
+            get(port, "/health")
+    finally:
+        stop_server(proc)

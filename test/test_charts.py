@@ -312,3 +312,25 @@ def test_reused_canvas_leaks_nothing_between_charts():
     )
     charts.line_chart([("B", dates, -a)], title="other size", width=400, height=250)
     assert first() == before
+
+
+def test_dollar_signs_in_title_are_text(loaded):
+    svg, _ = draw_job(
+        "line", {"symbols": ["AAA"], "options": {"format": "svg", "title": "From $5 to $10"}}
+    )
+    assert b">From $5 to $10</text>" in svg  # one text element, not mathtext pieces
+
+
+def test_candlestick_range_before_any_data(loaded):
+    with pytest.raises(ChartDataError, match="no prices for AAA up to 2019-06-30"):
+        draw_job("candlestick", {"symbols": ["AAA"], "end": "2019-06-30"})
+    with pytest.raises(ChartDataError, match="ZZZ is not loaded"):
+        draw_job("candlestick", {"symbols": ["ZZZ"]})
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_very_short_ranges_render(r0, n):
+    store(r0, "FEW", synthetic_bars(n, 5))
+    for kind in ("line", "candlestick"):
+        image, _ = draw_job(kind, {"symbols": ["FEW"], "options": {"moving_averages": [3]}})
+        assert png_size(image) == (1200, 700)

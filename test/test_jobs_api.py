@@ -61,7 +61,7 @@ def test_post_returns_202_with_location_and_a_queued_record(client):
     assert rec["created_at"].endswith("Z")
     assert abs(dt.datetime.fromisoformat(rec["created_at"]) - dt.datetime.now(dt.UTC)).seconds < 60
     assert rec["started_at"] is None and rec["finished_at"] is None and rec["error"] is None
-    assert len(jobs.JobQueue()) == 1
+    assert jobs.JobQueue().count() == 1
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def test_bad_requests_are_400(client, body):
     resp = post(client, body)
     assert resp.status_code == 400, resp.get_json()
     assert resp.get_json()["error"]["status"] == 400
-    assert len(jobs.JobQueue()) == 0
+    assert jobs.JobQueue().count() == 0
 
 
 def test_unknown_symbol_is_404(client):
@@ -123,7 +123,7 @@ def test_invalid_json_non_json_and_oversized_bodies(client):
     big = b'{"kind": "line", "symbols": ["AAPL"], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
     huge = client.post("/jobs", data=big, content_type="application/json")
     assert huge.status_code == 413 and huge.get_json()["error"]["status"] == 413
-    assert len(jobs.JobQueue()) == 0
+    assert jobs.JobQueue().count() == 0
 
 
 @settings(
@@ -256,3 +256,31 @@ def test_job_records_and_images_expire_together(client, redis_url, monkeypatch):
     rec_ttl = redis.Redis.from_url(redis_url, db=2).ttl(f"job:{job_id}")
     img_ttl = redis.Redis.from_url(redis_url, db=3).ttl(f"image:{job_id}")
     assert 90 <= rec_ttl <= 100 and 90 <= img_ttl <= 100
+
+
+def test_post_jobs_is_rate_limited_per_client(r0, monkeypatch):
+    load(r0, "AAPL")
+    monkeypatch.setenv("STOCKS_JOB_RATE", "3/minute")
+    client = create_app({"TESTING": True}).test_client()
+    codes = [post(client, {"kind": "line", "symbols": ["AAPL"]}).status_code for _ in range(4)]
+    assert codes == [202, 202, 202, 429]
+    resp = post(client, {"kind": "line", "symbols": ["AAPL"]})
+    assert resp.get_json()["error"]["code"] == "rate_limited"
+    assert "Retry-After" in resp.headers
+    other = post(
+        client, {"kind": "line", "symbols": ["AAPL"]}, environ_base={"REMOTE_ADDR": "10.0.0.9"}
+    )
+    assert other.status_code == 202
+    assert client.get("/jobs").status_code == 200  # reads are not limited
+    assert jobs.JobQueue().count() == 4
+
+
+def test_filtered_listing_stops_at_the_scan_budget_with_a_cursor(client, monkeypatch):
+    ids = [post(client, {"kind": "line", "symbols": ["AAPL"]}).get_json()["id"] for _ in range(5)]
+    assert client.delete(f"/jobs/{ids[0]}").status_code == 200
+    monkeypatch.setattr(jobs, "LIST_SCAN_BUDGET", 2)
+    page = client.get("/jobs?status=cancelled").get_json()
+    assert page["jobs"] == [] and page["next_cursor"] == ids[3]
+    while page["next_cursor"] and not page["jobs"]:
+        page = client.get(f"/jobs?status=cancelled&cursor={page['next_cursor']}").get_json()
+    assert [j["id"] for j in page["jobs"]] == [ids[0]]

@@ -23,7 +23,7 @@ def test_put_writes_the_record_and_the_queue_entry_together(dbs):
     raw = dbs[2].hgetall(f"job:{job_id}")
     assert raw[b"status"] == b"queued"
     assert orjson.loads(raw[b"params"]) == {"symbols": ["AAPL"], "n": 1.5}  # JSON, no pickle
-    assert dbs[2].zrange("jobs:status:queued", 0, -1) == [job_id.encode()]
+    assert dbs[2].zrange("jobs:all", 0, -1) == [job_id.encode()]
 
 
 def test_a_refused_enqueue_leaves_nothing(dbs):

@@ -6,10 +6,12 @@ import datetime as dt
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -230,7 +232,7 @@ def test_reader_sees_old_or_new_series_never_a_mix(r0, redis_url, tmp_path):
     seen: list[str] = []
 
     def read_loop() -> None:
-        client = storage.redis.Redis.from_url(redis_url, db=0)
+        client = redis.Redis.from_url(redis_url, db=0)
         while not stop.is_set():
             meta, bars = storage.read_series(client, "MIX")
             if bars.tobytes() == old_bars.tobytes() and meta["rows"] == len(old_bars):
@@ -245,6 +247,10 @@ def test_reader_sees_old_or_new_series_never_a_mix(r0, redis_url, tmp_path):
     try:
         for i in range(30):
             loader.load_csv(new_dir if i % 2 == 0 else old_dir, workers=1, progress=False)
+            reads = len(seen)
+            deadline = time.monotonic() + 5
+            while len(seen) == reads and time.monotonic() < deadline:
+                time.sleep(0.001)  # let the reader see this version at least once
     finally:
         stop.set()
         reader.join()
@@ -309,6 +315,20 @@ def test_parallel_workers_and_json_summary(r0, tmp_path, capsys):
         {"symbol": "BROKEN", "reason": "BROKEN.csv: line 2: non-numeric close 'x'"}
     ]
     assert storage.count_symbols(r0) == 6
+
+
+def test_two_files_for_one_symbol_are_not_both_loaded(r0, tmp_path, capsys):
+    write(tmp_path, "BF-B", rows(2))
+    write(tmp_path, "BF.B", rows(3))
+    assert load(["--source", "csv", "--path", str(tmp_path)]) == 1
+    assert "rejected BF.B.csv: BF.B.csv: same symbol as BF-B.csv" in capsys.readouterr().out
+    assert storage.get_meta(r0, "BF.B")["rows"] == 2
+
+
+def test_progress_bar_on_request(r0, tmp_path, capsys):
+    write(tmp_path, "LOUD", rows(2))
+    loader.load_csv(tmp_path, workers=1, progress=True)
+    assert "1/1" in capsys.readouterr().err
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(r0, tmp_path, capsys):

@@ -10,6 +10,7 @@ from conftest import SP500_DIR, needs_shared
 
 from stocks import cli, loader, storage
 from stocks.config import reset_clients
+from stocks.redis_server import RedisServer
 
 pytestmark = [needs_shared, pytest.mark.slow]
 
@@ -46,16 +47,20 @@ FULL_DAYS = 1259
 
 
 @pytest.fixture(scope="module")
-def loaded(redis_server):
-    """One full load shared by the read-only tests of this module."""
-    client = redis.Redis.from_url(redis_server.url, db=0)
-    client.flushall()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("REDIS_URL", redis_server.url)
+def loaded(tmp_path_factory):
+    """One full load shared by the read-only tests here, on a private server that no
+    other test flushes (also under pytest-xdist)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-real"), appendonly=False).start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REDIS_URL", server.url)
+            reset_clients()
+            summary = loader.load_csv(SP500_DIR, workers=2, progress=False)
         reset_clients()
-        summary = loader.load_csv(SP500_DIR, workers=2, progress=False)
-    reset_clients()
-    return client, summary
+        yield redis.Redis.from_url(server.url, db=0), summary
+    finally:
+        server.stop()
+        reset_clients()
 
 
 def test_all_505_files_load_with_the_documented_defects(loaded):

@@ -154,6 +154,13 @@ def test_timeout_is_retried(r0, replay):
     assert len(replay.chart_requests("AMZN")) >= 2
 
 
+def test_unresolvable_host_fails_at_once(r0, replay):
+    replay.add_error("AMZN", curl_requests.exceptions.DNSError("Could not resolve host"))
+    summary = load(["AMZN"], replay)
+    assert "AMZN: cannot resolve Yahoo's host" in summary.failures["AMZN"]
+    assert len(replay.chart_requests("AMZN")) == 1
+
+
 def test_endless_rate_limit_gives_up_with_a_named_failure(r0, replay):
     replay.add_chart("MSFT", b"Too Many Requests", status=429)
     summary = load(["MSFT"], replay)

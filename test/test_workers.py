@@ -198,7 +198,7 @@ def test_sigterm_mid_job_finishes_it_within_the_grace(redis_url, spawn):
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     assert statuses([job_id, later]) == ["finished", "queued"]  # no new job after SIGTERM
-    assert len(queue) == 1
+    assert queue.count() == 1
 
 
 def test_sigterm_past_the_grace_puts_the_job_back(redis_url, spawn):

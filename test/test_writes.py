@@ -30,11 +30,16 @@ def bars():
     )
 
 
+@pytest.fixture(scope="module")
+def app():
+    return create_app()
+
+
 @pytest.fixture
-def client(redis_url, r0, bars, monkeypatch):
+def client(app, redis_url, r0, bars, monkeypatch):
     monkeypatch.setenv("STOCKS_API_KEYS", f"other-key, {KEY}")
     storage.replace_series(r0, "BRK.B", bars, {"name": "Berkshire", "source": "csv"})
-    return create_app().test_client()
+    return app.test_client()
 
 
 def error_of(resp, status: int) -> dict:
@@ -169,9 +174,8 @@ def test_write_is_visible_in_cached_series(client):
 # --- concurrency -----------------------------------------------------------------------
 
 
-def test_concurrent_writers_lose_nothing(client, r0, bars):
+def test_concurrent_writers_lose_nothing(app, client, r0, bars):
     """8 threads x 20 new weekend dates, plus 2 threads deleting existing days, at once."""
-    app = create_app()
     span = np.arange(np.datetime64("2015-06-01"), np.datetime64("2017-06-30"))
     weekends = [d for d in span if not np.is_busday(d)][:160]
     chunks = [weekends[i::8] for i in range(8)]  # interleaved: all threads hit each year

@@ -16,9 +16,11 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
+import orjson
 from flask import Flask, Response
 from flask_openapi3 import Tag
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -35,12 +37,13 @@ from stocks.api.models import (
     Text,
     invalid,
 )
-from stocks.api.respond import json_response, list_response
+from stocks.api.respond import JSON_MIMETYPE, json_response, list_response, wants_csv
 from stocks.config import STOCKS_DB, env_int, redis_client
 
 TAG = Tag(name="analytics", description="statistics, period changes, indicators, comparisons")
 CACHE_SIZE = env_int("STOCKS_ANALYTICS_CACHE", 128)
-INDICATOR_CACHE_SIZE = env_int("STOCKS_INDICATOR_CACHE", 48)
+INDICATOR_CACHE_SIZE = env_int("STOCKS_INDICATOR_CACHE", 32)
+ANSWER_CACHE_SIZE = env_int("STOCKS_ANSWER_CACHE", 1024)
 MAX_COMPARE = 20
 MAX_WINDOW = 500
 
@@ -195,6 +198,20 @@ ERRORS = {400: AnalyticsErrorBody, 404: AnalyticsErrorBody, 422: AnalyticsErrorB
 # --- series cache ----------------------------------------------------------------------
 
 
+_ISO: dict[int, str] = {}
+
+
+def iso_dates(days: np.ndarray) -> list[str]:
+    """ISO strings of day numbers, memoised: the same few thousand trading days recur."""
+    out = []
+    for day in days.tolist():
+        text = _ISO.get(day)
+        if text is None:
+            text = _ISO[day] = storage.from_day(day).isoformat()
+        out.append(text)
+    return out
+
+
 @dataclass
 class Series:
     """One symbol's whole history (bars with a close) at one data version."""
@@ -202,7 +219,10 @@ class Series:
     symbol: str
     version: str
     bars: np.ndarray
-    iso_dates: list[str]
+
+    @cached_property
+    def iso_dates(self) -> list[str]:
+        return iso_dates(self.bars["date"])
 
 
 class LRU:
@@ -236,6 +256,10 @@ class LRU:
 CACHE = LRU(CACHE_SIZE)
 # (symbol, version, indicator, params) -> JSON-ready rows: ~0.4 MB per 5-year answer.
 INDICATOR_CACHE = LRU(INDICATOR_CACHE_SIZE)
+# (symbol, version, indicator, params, range) -> JSON text: ~0.1 MB per 5-year answer.
+BODIES = LRU(INDICATOR_CACHE_SIZE)
+# (route, symbols and versions, parameters) -> small answers of stats, change, compare.
+ANSWERS = LRU(ANSWER_CACHE_SIZE)
 
 
 def unknown_symbol(raw: str) -> ApiError:
@@ -270,7 +294,7 @@ def fetch_series(r, symbol: str) -> Series | None:
         return None
     meta, bars = got
     bars = calc.with_close(bars).copy()
-    series = Series(symbol, meta["version"], bars, storage.days_to_iso(bars["date"]))
+    series = Series(symbol, meta["version"], bars)
     CACHE.put((symbol, series.version), series)
     return series
 
@@ -339,28 +363,40 @@ def indicator_rows(series: Series, name: str, params: dict[str, float]) -> list[
 # --- routes ----------------------------------------------------------------------------
 
 
+def answer(key: tuple, compute) -> dict:
+    """``compute()`` once per key; every key holds the data versions it was computed on."""
+    body = ANSWERS.get(key)
+    if body is None:
+        try:
+            body = compute()
+        except calc.AnalyticsError as e:
+            raise unprocessable(e) from None
+        ANSWERS.put(key, body)
+    return body
+
+
+def period_stats(series: Series, query: StatsQuery) -> dict:
+    start, end = query.start, query.end
+    if query.period is not None and len(series.bars):
+        end = end or storage.from_day(series.bars["date"][-1])
+        start, end = calc.stats_range_for_period(series.bars, query.period, end)
+    return {"symbol": series.symbol, **calc.stats(series.bars[range_slice(series, start, end)])}
+
+
 def stats_route(path: SymbolPath, query: StatsQuery) -> Response:
     (series,) = load_series([path.symbol])
-    start, end = query.start, query.end
-    try:
-        if query.period is not None:
-            last = storage.from_day(series.bars["date"][-1]) if len(series.bars) else None
-            end = end or last
-            if end is not None:
-                start, end = calc.stats_range_for_period(series.bars, query.period, end)
-        body = calc.stats(series.bars[range_slice(series, start, end)])
-    except calc.AnalyticsError as e:
-        raise unprocessable(e) from None
-    return json_response({"symbol": series.symbol, **body})
+    key = ("stats", series.symbol, series.version, query.start, query.end, query.period)
+    return json_response(answer(key, lambda: period_stats(series, query)))
 
 
 def change_route(path: SymbolPath, query: ChangeQuery) -> Response:
     (series,) = load_series([path.symbol])
-    try:
-        body = calc.change(series.bars, query.period, query.end)
-    except calc.AnalyticsError as e:
-        raise unprocessable(e) from None
-    return json_response({"symbol": series.symbol, **body})
+
+    def compute() -> dict:
+        return {"symbol": series.symbol, **calc.change(series.bars, query.period, query.end)}
+
+    key = ("change", series.symbol, series.version, query.period, query.end)
+    return json_response(answer(key, compute))
 
 
 def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
@@ -375,10 +411,22 @@ def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
         )
     (series,) = load_series([path.symbol])
     params = indicator_params(name, query, len(series.bars))
-    rows = indicator_rows(series, name, params)[range_slice(series, query.start, query.end)]
-    payload = {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
+    cut = range_slice(series, query.start, query.end)
     columns = ["date", *calc.INDICATORS[name].columns]
-    return list_response(payload, "values", columns, query.format)
+
+    def payload() -> dict:
+        rows = indicator_rows(series, name, params)[cut]
+        return {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
+
+    if wants_csv(query.format):
+        return list_response(payload(), "values", columns, "csv")
+    # The JSON text itself is kept: serializing ~1,300 rows costs more than the rest.
+    key = ("indicator", series.symbol, series.version, name, *params.items(), cut.start, cut.stop)
+    body = BODIES.get(key)
+    if body is None:
+        body = orjson.dumps(payload())
+        BODIES.put(key, body)
+    return Response(body, mimetype=JSON_MIMETYPE)
 
 
 def compare_route(query: CompareQuery) -> Response:
@@ -387,12 +435,13 @@ def compare_route(query: CompareQuery) -> Response:
     unique = list({s.symbol: s for s in loaded}.values())
     if len(unique) < 2:
         raise bad_param("symbols", "needs at least 2 distinct symbols")
-    series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
-    try:
-        body = calc.compare(series, list(series))
-    except calc.AnalyticsError as e:
-        raise unprocessable(e) from None
-    return json_response({"symbols": list(series), **body})
+    key = ("compare", tuple((s.symbol, s.version) for s in unique), query.start, query.end)
+
+    def compute() -> dict:
+        series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
+        return {"symbols": list(series), **calc.compare(series, list(series))}
+
+    return json_response(answer(key, compute))
 
 
 STATS_DOC = (

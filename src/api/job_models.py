@@ -61,7 +61,7 @@ class JobRequest(DateRange):
 
 
 class JobPath(BaseModel):
-    job_id: str = Field(max_length=64)
+    job_id: str  # any text: an id that is not well formed is simply unknown (404)
 
 
 class JobListQuery(ApiModel):

@@ -14,6 +14,8 @@ import hashlib
 
 import orjson
 from flask import Response, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_openapi3 import OpenAPI, Tag
 from werkzeug.exceptions import BadRequest
 
@@ -22,10 +24,11 @@ from stocks.api.errors import ApiError
 from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
 from stocks.api.prices import ErrorBody
 from stocks.api.respond import json_response
-from stocks.config import STOCKS_DB, redis_client
+from stocks.config import QUEUE_DB, STOCKS_DB, env_str, redis_client, redis_url
 
 tag_jobs = Tag(name="jobs", description="chart jobs: request, poll, download")
 INDEX_SYMBOL = "^GSPC"
+DEFAULT_JOB_RATE = "120/minute"
 ERRORS = {400: ErrorBody, 404: ErrorBody}
 
 
@@ -159,20 +162,36 @@ def get_image(path: JobPath) -> Response:
     return Response(data, mimetype=content_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
+def job_limiter(app: OpenAPI) -> Limiter:
+    """POST /jobs per client address, ``STOCKS_JOB_RATE`` (e.g. "60/minute"), counted in
+    Redis (DB 1) so every API process shares the count; if Redis fails, requests pass
+    (the enqueue itself then answers 503)."""
+    return Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=redis_url(),
+        storage_options={"db": QUEUE_DB},
+        key_prefix="ratelimit",
+        swallow_errors=True,
+        headers_enabled=True,
+    )
+
+
 def register(app: OpenAPI) -> None:
     app.before_request(check_json_body)
-    created = {202: JobCreated, 413: ErrorBody, 415: ErrorBody, **ERRORS}
-    app.post("/jobs", tags=[tag_jobs], responses=created)(create_job)
+    limit = job_limiter(app).limit(env_str("STOCKS_JOB_RATE", DEFAULT_JOB_RATE))
+    created = {202: JobCreated, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody, **ERRORS}
+    app.post("/jobs", tags=[tag_jobs], responses=created)(limit(create_job))
     app.get("/jobs", tags=[tag_jobs], responses={200: JobList, 400: ErrorBody})(list_jobs)
-    app.get("/jobs/<job_id>", tags=[tag_jobs], responses={200: JobView, 404: ErrorBody})(get_job)
+    app.get("/jobs/<job_id>", tags=[tag_jobs], responses={200: JobView, **ERRORS})(get_job)
     app.delete(
         "/jobs/<job_id>",
         tags=[tag_jobs],
-        responses={200: JobView, 204: None, 404: ErrorBody, 409: ErrorBody},
+        responses={200: JobView, 204: None, 409: ErrorBody, **ERRORS},
     )(delete_job)
     app.get(
         "/jobs/<job_id>/image",
         tags=[tag_jobs],
         summary="the chart (PNG or SVG) once the job has finished",
-        responses={200: None, 404: ErrorBody, 409: ErrorBody},
+        responses={200: None, 409: ErrorBody, **ERRORS},
     )(get_image)

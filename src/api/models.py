@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     ValidationInfo,
     WithJsonSchema,
@@ -37,6 +38,11 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume", "adj_close")
+# Documented in the schema as well as enforced by the validators (the validators speak
+# plainer English when they refuse).
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+_FIELD_ALT = "(" + "|".join(PRICE_FIELDS) + ")"
+FIELDS_PATTERN = rf"^\s*{_FIELD_ALT}\s*(,\s*{_FIELD_ALT}\s*)*$"
 INTERVALS = ("1d", "1wk", "1mo")
 
 
@@ -72,13 +78,21 @@ IsoDate = Annotated[
     BeforeValidator(_parse_iso_date),
     WithJsonSchema({"type": "string", "format": "date", "example": "2017-06-30"}),
 ]
-Text = Annotated[str, BeforeValidator(check_text)]
+# pydantic leaves ``pattern`` out of the schema once a before-validator is attached, so
+# the documented pattern goes in as schema text; the validators do the enforcing.
+NO_CONTROL = {"pattern": NO_CONTROL_PATTERN}
+Text = Annotated[str, BeforeValidator(check_text), Field(json_schema_extra=NO_CONTROL)]
 
 # A stock symbol as typed by a user: resolved later, so only shape limits here.
 SymbolText = Annotated[
     str,
     BeforeValidator(check_text),
-    Field(min_length=1, max_length=20, description="case-insensitive, e.g. AAPL or brk-b"),
+    Field(
+        min_length=1,
+        max_length=20,
+        json_schema_extra=NO_CONTROL,
+        description="case-insensitive, e.g. AAPL or brk-b",
+    ),
 ]
 
 
@@ -155,13 +169,16 @@ class PricesQuery(DateRangeQuery):
     fields: Text | None = Field(
         default=None,
         max_length=100,
+        json_schema_extra={"pattern": FIELDS_PATTERN},
         description="comma-separated columns among " + ",".join(PRICE_FIELDS),
     )
 
-    @field_validator("fields")
+    @field_validator("fields", mode="before")
     @classmethod
-    def _known_fields(cls, fields: str | None) -> str | None:
-        if fields is not None:
+    def _known_fields(cls, fields: Any) -> Any:
+        # Before the pattern check, so the refusal names the unknown field.
+        if isinstance(fields, str):
+            check_text(fields)
             bad = [f for f in (n.strip() for n in fields.split(",")) if f not in PRICE_FIELDS]
             if bad:
                 known = ",".join(PRICE_FIELDS)
@@ -182,6 +199,10 @@ Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 class BarBody(ApiModel):
     """One daily bar for PUT. Prices > 0 and low <= open, close <= high, else 400."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"description": "prices > 0 and low <= open, close <= high"}
+    )
 
     open: Price
     high: Price

@@ -25,7 +25,7 @@ import orjson
 import redis
 from flask import Response, redirect, request
 from flask_openapi3 import APIBlueprint, OpenAPI, Tag
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from stocks import storage
 from stocks.api import auth
@@ -76,7 +76,13 @@ class TickerSummary(BaseModel):
     rows: int
 
 
+# List answers are also served as CSV (format=csv or Accept: text/csv).
+CSV_TOO = ConfigDict(openapi_extra={"content": {CSV_MIMETYPE: {"schema": {"type": "string"}}}})
+
+
 class TickerList(BaseModel):
+    model_config = CSV_TOO
+
     count: int
     tickers: list[TickerSummary]
 
@@ -98,6 +104,8 @@ class TickerDetail(TickerSummary):
 
 
 class PriceSeries(BaseModel):
+    model_config = CSV_TOO
+
     symbol: str
     interval: str
     count: int
@@ -106,6 +114,13 @@ class PriceSeries(BaseModel):
 
 class OneBar(Bar):
     symbol: str
+
+
+class IndexBody(BaseModel):
+    name: str
+    tickers: int
+    sources: dict[str, int]
+    links: dict[str, str]
 
 
 class Status(BaseModel):
@@ -202,18 +217,22 @@ class CachedAnswers:
 
 # --- symbols, dates and rows -----------------------------------------------------------
 
-_ISO: dict[int, str] = {}
+# ISO strings of every day from 1900 to 2099, built on first use (~30 ms, a few MB):
+# one fancy-index turns a date column into strings without a per-row call.
+_ISO_FIRST = -25567  # 1900-01-01 in days since 1970-01-01
+_ISO_DAYS = 73049  # through 2099-12-31
+_iso_table: list[np.ndarray] = []
 
 
 def iso_dates(days: np.ndarray) -> list[str]:
-    """ISO strings for day numbers, memoised: the same few thousand days recur."""
-    out = []
-    for d in days.tolist():
-        s = _ISO.get(d)
-        if s is None:
-            s = _ISO[d] = storage.from_day(d).isoformat()
-        out.append(s)
-    return out
+    """ISO strings for day numbers (days since 1970-01-01)."""
+    if not _iso_table:
+        span = np.arange(_ISO_FIRST, _ISO_FIRST + _ISO_DAYS).astype("datetime64[D]")
+        _iso_table.append(np.datetime_as_string(span).astype(object))
+    idx = days.astype(np.int64) - _ISO_FIRST
+    if len(idx) and (idx.min() < 0 or idx.max() >= _ISO_DAYS):
+        return storage.days_to_iso(days)
+    return _iso_table[0][idx].tolist()
 
 
 def _column(bars: np.ndarray, name: str) -> list:
@@ -445,6 +464,7 @@ def _redis_down(e: redis.RedisError) -> Response:
 
 def register(app: OpenAPI) -> None:
     app.wsgi_app = CachedAnswers(app.wsgi_app)
+    iso_dates(np.zeros(1, dtype=np.int32))  # build the date table before gunicorn forks
     app.security_schemes = {**(app.security_schemes or {}), **auth.SECURITY_SCHEME}
     app.register_error_handler(redis.RedisError, _redis_down)
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json(app), methods=["GET"])
@@ -468,7 +488,9 @@ def register(app: OpenAPI) -> None:
 
     app.get("/health", tags=[tag_probe], responses={200: Status})(health)
     app.get("/ready", tags=[tag_probe], responses={200: Status, 503: ErrorBody})(ready)
-    app.get("/", tags=[tag_data], summary="API index and data sources")(index)
+    app.get("/", tags=[tag_data], summary="API index and data sources", responses={200: IndexBody})(
+        index
+    )
     app.get("/tickers", tags=[tag_data], responses={200: TickerList, **ERRORS})(list_tickers)
     app.get("/tickers/<symbol>", tags=[tag_data], responses={200: TickerDetail, **ERRORS})(
         get_ticker

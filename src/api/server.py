@@ -41,6 +41,9 @@ def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
         "timeout": env_int("STOCKS_TIMEOUT", 30),
         "graceful_timeout": 10,
         "keepalive": 5,
+        # gunicorn's largest request line: long query strings get a 414 (an HTML page
+        # from gunicorn, not the app's JSON) only beyond this.
+        "limit_request_line": 8190,
         "preload_app": True,
         "post_fork": _post_fork,
         "accesslog": "-" if env_str("STOCKS_ACCESS_LOG", "") == "1" else None,

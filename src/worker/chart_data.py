@@ -93,23 +93,31 @@ def equal_weight_index(
     close that day and a previous close (return = close / previous close - 1); a date
     where no ticker has a return keeps the level. Missing closes are skipped.
     """
-    cleaned = []
+    days_parts, close_parts = [], []
     for days, closes in series:
         closes = np.asarray(closes, dtype=np.float64)
         ok = np.isfinite(closes) & (closes > 0)
-        cleaned.append((np.asarray(days)[ok], closes[ok]))
-    non_empty = [d for d, _ in cleaned if len(d)]
-    if not non_empty:
+        if ok.any():
+            days_parts.append(np.asarray(days, dtype=np.int64)[ok])
+            close_parts.append(closes[ok])
+    if not days_parts:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    grid = np.unique(np.concatenate(non_empty)).astype(np.int64)
-    total = np.zeros(len(grid))
-    count = np.zeros(len(grid))
-    for days, closes in cleaned:
-        if len(days) < 2:
-            continue
-        at = np.searchsorted(grid, days[1:])
-        total[at] += closes[1:] / closes[:-1] - 1.0
-        count[at] += 1
+    # All tickers end to end: one vectorised pass instead of a loop over 500 tickers.
+    days = np.concatenate(days_parts)
+    closes = np.concatenate(close_parts)
+    has_prev = np.ones(len(days), dtype=bool)
+    has_prev[np.cumsum([0] + [len(d) for d in days_parts[:-1]])] = False  # each first bar
+    returns = np.zeros(len(days))
+    returns[1:] = closes[1:] / closes[:-1] - 1.0
+    # Dates are small ints (days), so bucket them directly: O(n), no 600k-element sort.
+    first = int(days.min())
+    offset = days - first
+    present = np.zeros(int(offset.max()) + 1, dtype=bool)
+    present[offset] = True
+    grid = np.flatnonzero(present) + first
+    slot = (np.cumsum(present) - 1)[offset]
+    total = np.bincount(slot[has_prev], weights=returns[has_prev], minlength=len(grid))
+    count = np.bincount(slot[has_prev], minlength=len(grid))
     mean = np.divide(total, count, out=np.zeros(len(grid)), where=count > 0)
     return grid, np.cumprod(1.0 + mean)
 
@@ -230,7 +238,10 @@ def _line(r, symbols, start, end, opts) -> bytes:
 def _candlestick(r, symbols, start, end, opts) -> bytes:
     sym = symbols[0]
     # Moving averages use the whole history before the range, so they start filled.
-    history = _read(r, sym, None, end)
+    found = storage.read_series(r, sym, None, end)
+    if found is None:
+        raise ChartDataError(f"symbol {sym} is not loaded")
+    history = found[1]
     lo = 0 if start is None else int(np.searchsorted(history["date"], storage.to_day(start)))
     bars = history[lo:]
     if len(bars) == 0:

@@ -57,6 +57,7 @@ MA_COLOURS = ("#1f77b4", "#ff7f0e", "#9467bd")
 MARGINS = (72, 24, 36, 44)
 VOLUME_SHARE = 0.25  # part of the plot height given to the volume panel
 PANEL_GAP = 8  # pixels between price and volume panels
+MAX_BAR_PX = 40.0  # a handful of bars should not become slabs
 
 
 def content_type(fmt: str) -> str:
@@ -115,7 +116,8 @@ def _date_axis(ax) -> None:
 
 
 def _x_limits(ax, first_day: float, last_day: float) -> None:
-    pad = max(1.0, (last_day - first_day) * 0.01)
+    # At least 2 days each side, so one or two bars get day ticks rather than hours.
+    pad = max(2.0, (last_day - first_day) * 0.01)
     ax.set_xlim(first_day - pad, last_day + pad)
 
 
@@ -138,7 +140,10 @@ def _font_scale(ax) -> float:
 def _style(ax) -> None:
     ax.grid(True, color="#e6e6e6", linewidth=0.6)
     ax.set_axisbelow(True)
-    ax.tick_params(labelsize=10 * _font_scale(ax))
+    size = 10 * _font_scale(ax)
+    ax.tick_params(labelsize=size)
+    ax.xaxis.get_offset_text().set_fontsize(size)
+    ax.yaxis.get_offset_text().set_fontsize(size)
 
 
 def _legend(ax) -> None:
@@ -166,7 +171,8 @@ def _labels(ax, xlabel: str | None, ylabel: str | None) -> None:
 
 def _title(ax, title: str) -> None:
     # An explicit y turns off matplotlib's title auto-positioning (a tight-bbox pass).
-    ax.set_title(title, y=1.0, pad=8, fontsize=12 * _font_scale(ax))
+    # parse_math=False: a user title like "from $5 to $10" is text, not mathtext.
+    ax.set_title(title, y=1.0, pad=8, fontsize=12 * _font_scale(ax), parse_math=False)
 
 
 def save(fig: Figure, fmt: str, width: int, height: int) -> bytes:
@@ -383,9 +389,9 @@ def volume_artists(
 
 
 def _bar_px(days: np.ndarray, x_span: float, axes_px: float) -> float:
-    """Bar width in pixels: 70% of the usual gap between bars, at least one pixel."""
+    """Bar width in pixels: 70% of the usual gap between bars, 1 to MAX_BAR_PX pixels."""
     gap = float(np.median(np.diff(days))) if len(days) > 1 else 1.0
-    return max(1.0, 0.7 * gap * axes_px / max(x_span, 1.0))
+    return min(MAX_BAR_PX, max(1.0, 0.7 * gap * axes_px / max(x_span, 1.0)))
 
 
 def candlestick_chart(

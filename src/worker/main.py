@@ -90,7 +90,7 @@ def run_worker(
         deterministic = deterministic or default_errors
     shutdown = _Shutdown(shutdown_grace())
     shutdown.install()
-    queue = JobQueue() if queue is None else queue  # not `or`: an empty queue is falsy
+    queue = queue or JobQueue()
     log.info("worker %s ready", queue.worker_id)
     try:
         queue.run(
