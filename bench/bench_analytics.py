@@ -33,8 +33,10 @@ from stocks.redis_server import RedisServer, env_with_redis, free_port
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
 TICKERS = ["AAPL", "MSFT", "AMZN", "JPM", "XOM", "JNJ", "PG", "KO", "INTC", "CSCO"]
-DURATION = float(os.environ.get("BENCH_DURATION", "5"))
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+DURATION = float(os.environ.get("BENCH_DURATION", "4"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+LIGHT = 4
+PRICES = "prices, full 5y (data API)"
 COMMAND = ".venv/bin/python -m bench.bench_analytics"
 
 
@@ -101,32 +103,35 @@ def scenarios() -> dict[str, list[str]]:
     }
 
 
-def measure(base: str, paths: list[str]) -> LoadResult:
-    warm_up(base, paths, rounds=8)  # every gunicorn worker gets its cache filled
-    result = run_load(base, paths, duration=DURATION, connections=CONNECTIONS)
+def measure(base: str, paths: list[str], connections: int) -> LoadResult:
+    warm_up(base, paths, rounds=8)  # every gunicorn worker gets its caches filled
+    result = run_load(base, paths, duration=DURATION, connections=connections)
     if result.errors:
         raise RuntimeError(f"{result.errors} failed requests on {paths[0]}")
     return result
 
 
 def run() -> str:
+    """Cached server at a moderate and a saturating load, then the peers."""
+    cases = scenarios()
+    cases[PRICES] = [f"/tickers/{s}/prices" for s in TICKERS]
+    results: dict[str, dict[str, LoadResult]] = {"light": {}, "heavy": {}, "no cache": {}}
     with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
         server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
         try:
             source = store_tickers(server.url)
-            results: dict[str, dict[str, LoadResult]] = {}
-            for label, cache in (("cached", None), ("no cache", 0)):
+            for cache in (None, 0):
                 port = free_port()
                 proc = start_server(server.url, port, cache, log)
                 base = f"http://127.0.0.1:{port}"
                 try:
-                    results[label] = {
-                        name: measure(base, paths) for name, paths in scenarios().items()
-                    }
-                    if cache is None:
-                        prices = [f"/tickers/{s}/prices" for s in TICKERS]
-                        results[label]["prices, full 5y (data API)"] = measure(base, prices)
+                    for name, paths in cases.items():
+                        if cache is None:
+                            results["light"][name] = measure(base, paths, LIGHT)
+                            results["heavy"][name] = measure(base, paths, CONNECTIONS)
+                        elif name != PRICES:
+                            results["no cache"][name] = measure(base, paths, LIGHT)
                 finally:
                     stop_server(proc)
         finally:
@@ -136,47 +141,46 @@ def run() -> str:
 
 
 def report(results: dict[str, dict[str, LoadResult]], source: str) -> str:
-    cached, plain = results["cached"], results["no cache"]
-    tool = next(iter(cached.values())).tool
+    light, heavy, plain = results["light"], results["heavy"], results["no cache"]
+    tool = next(iter(light.values())).tool
     targets = {"stats (5y)": 5, "rsi (5y)": 5, "macd (5y)": 5, "compare 10 tickers (5y)": 20}
     lines = [
         "## Analytics API (stats, indicators, compare)",
         "",
         f"Data: 10 tickers ({', '.join(TICKERS)}), {source}. Server: `stocks serve` "
-        f"(gunicorn, default workers) on this machine; load: {tool}, {CONNECTIONS} "
-        f"connections, {DURATION:.0f} s per row, paths cycling over the 10 tickers.",
+        f"(gunicorn, default workers) on this machine; load: {tool}, {DURATION:g} s per "
+        f"cell after a warm-up, paths cycling over the 10 tickers, at {LIGHT} and "
+        f"{CONNECTIONS} keep-alive connections (wrk and the server share the cores).",
         "",
-        "| route | req/s | p50 ms | p99 ms | target p50 | no-cache req/s | no-cache p50 ms "
-        "| speed-up |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| route | target p50 | req/s @{LIGHT} | p50 ms @{LIGHT} | p99 ms @{LIGHT} "
+        f"| req/s @{CONNECTIONS} | p50 ms @{CONNECTIONS} | p99 ms @{CONNECTIONS} "
+        f"| no-cache req/s @{LIGHT} | no-cache p50 ms @{LIGHT} | cached / no-cache |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, res in cached.items():
-        peer = plain.get(name)
+    for name, res in light.items():
+        big = heavy[name]
         target = f"≤ {targets[name]} ms" if name in targets else "—"
-        if peer is None:
-            lines.append(
-                f"| {name} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {target} "
-                "| — | — | — |"
-            )
-            continue
-        lines.append(
-            f"| {name} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} | {target} "
-            f"| {peer.rps:,.0f} | {peer.p50_ms:.2f} | {res.rps / peer.rps:.1f}× |"
+        row = (
+            f"| {name} | {target} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} "
+            f"| {big.rps:,.0f} | {big.p50_ms:.2f} | {big.p99_ms:.2f} "
         )
-    prices = cached["prices, full 5y (data API)"]
+        peer = plain.get(name)
+        if peer is None:
+            row += "| — | — | — |"
+        else:
+            row += f"| {peer.rps:,.0f} | {peer.p50_ms:.2f} | {res.rps / peer.rps:.1f}× |"
+        lines.append(row)
+    prices = light[PRICES]
     lines += [
         "",
         "Peers in the same run: *no cache* is the same server with the analytics caches "
         "off (`STOCKS_ANALYTICS_CACHE=0 STOCKS_INDICATOR_CACHE=0 STOCKS_ANSWER_CACHE=0`: "
         "each request reads the series from Redis, recomputes and serializes); the full "
-        "5-year `/prices` read is the data API baseline: "
-        + ", ".join(
-            f"{name.split(' ')[0]} {cached[name].rps / prices.rps:.1f}× its req/s"
-            for name in targets
-        )
-        + ".",
+        f"5-year `/prices` read is the data API baseline (req/s ratio @{LIGHT}: "
+        + ", ".join(f"{name.split(' ')[0]} {light[name].rps / prices.rps:.2f}" for name in targets)
+        + "). p50 at a fixed connection count includes queueing (≈ connections / req/s).",
         "",
-        f"Command: `{COMMAND}` (env BENCH_DURATION, BENCH_CONNECTIONS).",
+        f"Command: `{COMMAND}` (env BENCH_DURATION, BENCH_CONNECTIONS for the heavy column).",
         "",
     ]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import SP500_DIR, needs_shared
 from PIL import Image
 
 from stocks import storage
@@ -333,4 +334,35 @@ def test_very_short_ranges_render(r0, n):
     store(r0, "FEW", synthetic_bars(n, 5))
     for kind in ("line", "candlestick"):
         image, _ = draw_job(kind, {"symbols": ["FEW"], "options": {"moving_averages": [3]}})
+        assert png_size(image) == (1200, 700)
+
+
+def real_bars(symbol: str) -> np.ndarray:
+    """Bars from ../shared/data/sp500_daily/<symbol>.csv (empty cells become NaN)."""
+    rows = (SP500_DIR / f"{symbol}.csv").read_text().splitlines()[1:]
+    cells = [row.split(",") for row in rows]
+    dates = np.array([c[0] for c in cells], dtype="datetime64[D]")
+
+    def column(i: int) -> list[float]:
+        return [float(c[i]) if c[i] else np.nan for c in cells]
+
+    return storage.make_bars(dates, column(1), column(2), column(3), column(4), column(5))
+
+
+@needs_shared
+def test_real_series_with_missing_cells_render(r0):
+    """DHR, O and UA have rows with empty open/high/low in the real data."""
+    for sym in ("DHR", "O", "UA", "AAPL"):
+        store(r0, sym, real_bars(sym))
+    bars = storage.read_bars(r0, "DHR")
+    assert np.isnan(bars["open"]).any()  # the data really has the gaps this test is about
+    for kind, symbols in (
+        ("candlestick", ["DHR"]),
+        ("candlestick", ["UA"]),
+        ("line", ["DHR", "O", "UA"]),
+        ("compare", ["AAPL", "UA"]),
+        ("benchmark", ["O"]),
+    ):
+        options = {"moving_averages": [20, 50]} if kind == "candlestick" else {}
+        image, _ = draw_job(kind, {"symbols": symbols, "options": options})
         assert png_size(image) == (1200, 700)

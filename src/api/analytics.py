@@ -3,11 +3,13 @@
 The formulas live in ``stocks.analytics``; this module validates input (declared models,
 so OpenAPI documents them), fetches series through ``stocks.storage`` and shapes answers.
 
-Speed: each worker keeps an LRU of whole series keyed by (symbol, data version), and
-one of computed indicator rows keyed by (symbol, version, indicator, params). A request
-costs one small round trip (the version of every symbol asked for, which also resolves
-case and BRK-B/BRK.B aliases); bars are read only when the version changed, so a write
-is visible on the very next request and nothing stale is ever served.
+Speed: each worker keeps small LRUs keyed by data version: whole series by (symbol,
+version), indicator rows and their JSON text by (symbol, version, indicator, params),
+and finished stats/change/compare answers by (symbols and versions, parameters). A
+request costs one small round trip (the version of every symbol asked for, which also
+resolves case and BRK-B/BRK.B aliases); bars are read and figures computed only when a
+version changed, so a write is visible on the very next request and nothing stale is
+ever served.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from typing import Literal
 
 import numpy as np
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from flask_openapi3 import Tag
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stocks import analytics as calc
 from stocks import storage
+from stocks.api import prices
 from stocks.api.errors import ApiError
 from stocks.api.models import (
     ApiModel,
@@ -266,11 +269,12 @@ def unknown_symbol(raw: str) -> ApiError:
     return ApiError(404, "unknown_symbol", f"unknown symbol {raw!r}", symbol=raw)
 
 
-def load_series(raws: list[str]) -> list[Series]:
+def load_series(raws: list[str]) -> tuple[list[Series], dict[str, str | None]]:
     """The series for user-typed symbols, in order; 404 naming the first unknown one.
 
     One pipelined round trip fetches the version of every stored form of every symbol
-    (a missing one means "not stored"), then only changed series are read.
+    (a missing one means "not stored"), then only changed series are read. Also returns
+    {stored form: version} for every form tried: what the answer depends on.
     """
     r = redis_client(STOCKS_DB)
     candidates = [storage.symbol_candidates(raw) for raw in raws]
@@ -283,8 +287,25 @@ def load_series(raws: list[str]) -> list[Series]:
         series = CACHE.get(hit) or fetch_series(r, hit[0])
         if series is None:
             raise unknown_symbol(raw)
+        found[series.symbol] = series.version  # the version the bars really have
         out.append(series)
-    return out
+    return out, found
+
+
+def remember(resp: Response, depends: dict[str, str | None]) -> Response:
+    """Let the API's answer cache (stocks.api.prices) serve this exact request again.
+
+    It answers a repeated GET before Flask dispatch, after checking that the version of
+    every symbol form in ``depends`` is unchanged, so a write is never masked.
+    """
+    prices.cache.put(
+        prices.request_key(request.environ),
+        tuple(depends),
+        tuple(depends.values()),
+        resp.get_data(),
+        resp.headers["Content-Type"],
+    )
+    return resp
 
 
 def fetch_series(r, symbol: str) -> Series | None:
@@ -467,7 +488,8 @@ INDICATOR_DOC = (
     "rsi(window=14): Wilder smoothing; macd(fast=12, slow=26, signal=9): EMA(fast) − "
     "EMA(slow) with SMA-seeded EMAs, signal the SMA-seeded EMA of MACD, histogram = macd − "
     "signal; bollinger(window=20, k=2): SMA ± k × population std. Unknown name: 404; "
-    "window ≤ 1, > 500 or longer than the history: 400. format=csv for CSV."
+    "window ≤ 1, > 500 or longer than the history, or a parameter of another indicator: "
+    "400. format=csv (or Accept: text/csv) for CSV."
 )
 COMPARE_DOC = (
     "Measured on the trading days all symbols share in [start, end]: returns = last/first "

@@ -11,6 +11,7 @@ Reusable pieces for other route modules:
     DateRangeQuery  DateRange + FormatQuery
     IsoDate         an annotated ``datetime.date`` that only accepts ``YYYY-MM-DD``
     check_text      the "no control characters" rule, for any free-text field
+    ErrorBody       the documented error shape, for ``responses={404: ErrorBody}``
 """
 
 from __future__ import annotations
@@ -220,3 +221,77 @@ class BarBody(ApiModel):
     def as_row(self) -> tuple[float, float, float, float, float, int]:
         adj = math.nan if self.adj_close is None else self.adj_close
         return (self.open, self.high, self.low, self.close, adj, self.volume)
+
+
+# --- responses (for the OpenAPI document; not validated at run time) -----------------
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TickerSummary(BaseModel):
+    symbol: str
+    name: str | None
+    sector: str | None
+    first_date: str
+    last_date: str
+    rows: int
+
+
+# List answers are also served as CSV (format=csv or Accept: text/csv).
+CSV_TOO = ConfigDict(openapi_extra={"content": {"text/csv": {"schema": {"type": "string"}}}})
+
+
+class TickerList(BaseModel):
+    model_config = CSV_TOO
+
+    count: int
+    tickers: list[TickerSummary]
+
+
+class Bar(BaseModel):
+    date: str
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    volume: int | None = None
+    adj_close: float | None = None
+
+
+class TickerDetail(TickerSummary):
+    latest: Bar
+    source: str | None
+    loaded_at: str | None
+
+
+class PriceSeries(BaseModel):
+    model_config = CSV_TOO
+
+    symbol: str
+    interval: str
+    count: int
+    prices: list[Bar]
+
+
+class OneBar(Bar):
+    symbol: str
+
+
+class IndexBody(BaseModel):
+    name: str
+    tickers: int
+    sources: dict[str, int]
+    links: dict[str, str]
+
+
+class Status(BaseModel):
+    status: str
+    tickers: int | None = None

@@ -25,12 +25,24 @@ import orjson
 import redis
 from flask import Response, redirect, request
 from flask_openapi3 import APIBlueprint, OpenAPI, Tag
-from pydantic import BaseModel, ConfigDict
 
 from stocks import storage
 from stocks.api import auth
 from stocks.api.errors import ApiError, error_response
-from stocks.api.models import BarBody, BarPath, PricesQuery, SymbolPath, TickersQuery
+from stocks.api.models import (
+    BarBody,
+    BarPath,
+    ErrorBody,
+    IndexBody,
+    OneBar,
+    PriceSeries,
+    PricesQuery,
+    Status,
+    SymbolPath,
+    TickerDetail,
+    TickerList,
+    TickersQuery,
+)
 from stocks.api.respond import (
     CSV_MIMETYPE,
     JSON_MIMETYPE,
@@ -52,80 +64,6 @@ tag_write = Tag(name="writes", description="add, replace or remove one bar (API 
 
 def db() -> redis.Redis:
     return redis_client(STOCKS_DB)
-
-
-# --- response documentation ------------------------------------------------------------
-
-
-class ErrorDetail(BaseModel):
-    status: int
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-class TickerSummary(BaseModel):
-    symbol: str
-    name: str | None
-    sector: str | None
-    first_date: str
-    last_date: str
-    rows: int
-
-
-# List answers are also served as CSV (format=csv or Accept: text/csv).
-CSV_TOO = ConfigDict(openapi_extra={"content": {CSV_MIMETYPE: {"schema": {"type": "string"}}}})
-
-
-class TickerList(BaseModel):
-    model_config = CSV_TOO
-
-    count: int
-    tickers: list[TickerSummary]
-
-
-class Bar(BaseModel):
-    date: str
-    open: float | None = None
-    high: float | None = None
-    low: float | None = None
-    close: float | None = None
-    volume: int | None = None
-    adj_close: float | None = None
-
-
-class TickerDetail(TickerSummary):
-    latest: Bar
-    source: str | None
-    loaded_at: str | None
-
-
-class PriceSeries(BaseModel):
-    model_config = CSV_TOO
-
-    symbol: str
-    interval: str
-    count: int
-    prices: list[Bar]
-
-
-class OneBar(Bar):
-    symbol: str
-
-
-class IndexBody(BaseModel):
-    name: str
-    tickers: int
-    sources: dict[str, int]
-    links: dict[str, str]
-
-
-class Status(BaseModel):
-    status: str
-    tickers: int | None = None
 
 
 ERRORS = {400: ErrorBody, 404: ErrorBody}

@@ -1,9 +1,9 @@
 """Pure chart drawing: numpy columns in, PNG or SVG bytes out.
 
 Why it looks like this:
-- A bare ``Figure`` on its own Agg canvas, never pyplot: no global figure registry, so a
-  figure is garbage once the function returns (memory stays flat over thousands of
-  renders) and nothing here depends on process-wide plotting state.
+- A bare ``Figure`` on an Agg canvas, never pyplot: no global figure registry and no
+  backend selection, so a figure is garbage once the next one of its size is drawn
+  (memory stays flat over thousands of renders).
 - Candles, wicks and volume bars are one compound path per colour instead of one patch
   per bar. ``mplfinance`` draws 1,260 volume bars as 1,260 ``Rectangle`` artists, which
   is most of its ~0.8 s for five years; one stroked path is one Agg call.
@@ -22,16 +22,13 @@ import zlib
 from collections.abc import Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.dates as mdates  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import PathPatch  # noqa: E402
-from matplotlib.path import Path  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+import matplotlib.dates as mdates
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import PathPatch
+from matplotlib.path import Path
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 DPI = 100
 PNG_COMPRESS_LEVEL = 1  # level 6 takes ~3x the time for ~25% fewer bytes
