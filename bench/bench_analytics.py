@@ -4,11 +4,15 @@ Starts its own redis-server (free port, temp dir), stores 10 five-year tickers (
 CSVs from ../shared/data when present, else synthetic walks), serves the API with
 ``stocks serve`` (gunicorn) and drives it with bench.httpload (wrk when on PATH).
 
-Peers measured in the same run:
-- the same server with the analytics caches off (STOCKS_ANALYTICS_CACHE,
-  STOCKS_INDICATOR_CACHE and STOCKS_ANSWER_CACHE = 0): every request reads the series
-  from Redis, recomputes and serializes, as a plain implementation would;
-- ``GET /tickers/{s}/prices`` for the same five years, the data API's own full read.
+Three server configurations in the same run:
+- *all caches* (as shipped): a repeated identical GET is answered from the API's
+  encoded-answer cache after one version check;
+- *computed*: that answer cache off (STOCKS_API_CACHE_MB=0), so every request goes
+  through Flask, validation, the figures (series and indicator rows still cached per
+  data version) and JSON encoding;
+- *no cache* (the peer): every cache off, each request reads the series from Redis,
+  recomputes and serializes, as a plain implementation would.
+The data API's own full 5-year ``/prices`` read is measured too, as a baseline.
 
     .venv/bin/python -m bench.bench_analytics
 """
@@ -37,6 +41,16 @@ DURATION = float(os.environ.get("BENCH_DURATION", "4"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 LIGHT = 4
 PRICES = "prices, full 5y (data API)"
+TARGETS = {"stats (5y)": 5, "rsi (5y)": 5, "macd (5y)": 5, "compare 10 tickers (5y)": 20}
+CONFIGS = {
+    "all caches": {},
+    "computed": {"STOCKS_API_CACHE_MB": "0"},
+    "no cache": {
+        "STOCKS_API_CACHE_MB": "0",
+        "STOCKS_ANALYTICS_CACHE": "0",
+        "STOCKS_INDICATOR_CACHE": "0",
+    },
+}
 COMMAND = ".venv/bin/python -m bench.bench_analytics"
 
 
@@ -58,11 +72,8 @@ def store_tickers(url: str) -> str:
     return f"{'real S&P 500 CSVs' if real else 'synthetic walks'}, {rows} rows each"
 
 
-def start_server(url: str, port: int, cache: int | None, log) -> subprocess.Popen:
-    env = env_with_redis(url)
-    if cache is not None:
-        for name in ("STOCKS_ANALYTICS_CACHE", "STOCKS_INDICATOR_CACHE", "STOCKS_ANSWER_CACHE"):
-            env[name] = str(cache)
+def start_server(url: str, port: int, extra_env: dict[str, str], log) -> subprocess.Popen:
+    env = {**env_with_redis(url), **extra_env}
     stocks = shutil.which("stocks", path=str(Path(sys.executable).parent)) or "stocks"
     proc = subprocess.Popen(
         [stocks, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -112,26 +123,27 @@ def measure(base: str, paths: list[str], connections: int) -> LoadResult:
 
 
 def run() -> str:
-    """Cached server at a moderate and a saturating load, then the peers."""
+    """Each configuration at LIGHT connections; the shipped one also at CONNECTIONS."""
     cases = scenarios()
-    cases[PRICES] = [f"/tickers/{s}/prices" for s in TICKERS]
-    results: dict[str, dict[str, LoadResult]] = {"light": {}, "heavy": {}, "no cache": {}}
+    results: dict[str, dict[str, LoadResult]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
         server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
         log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
         try:
             source = store_tickers(server.url)
-            for cache in (None, 0):
+            for config, env in CONFIGS.items():
                 port = free_port()
-                proc = start_server(server.url, port, cache, log)
+                proc = start_server(server.url, port, env, log)
                 base = f"http://127.0.0.1:{port}"
                 try:
-                    for name, paths in cases.items():
-                        if cache is None:
-                            results["light"][name] = measure(base, paths, LIGHT)
-                            results["heavy"][name] = measure(base, paths, CONNECTIONS)
-                        elif name != PRICES:
-                            results["no cache"][name] = measure(base, paths, LIGHT)
+                    results[config] = {n: measure(base, p, LIGHT) for n, p in cases.items()}
+                    if config != "no cache":
+                        prices = [f"/tickers/{s}/prices" for s in TICKERS]
+                        results[config][PRICES] = measure(base, prices, LIGHT)
+                    if config == "all caches":
+                        results["heavy"] = {
+                            n: measure(base, p, CONNECTIONS) for n, p in cases.items()
+                        }
                 finally:
                     stop_server(proc)
         finally:
@@ -140,47 +152,56 @@ def run() -> str:
     return report(results, source)
 
 
+def cells(res: LoadResult | None) -> str:
+    if res is None:
+        return "| — | — | — "
+    return f"| {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} "
+
+
 def report(results: dict[str, dict[str, LoadResult]], source: str) -> str:
-    light, heavy, plain = results["light"], results["heavy"], results["no cache"]
-    tool = next(iter(light.values())).tool
-    targets = {"stats (5y)": 5, "rsi (5y)": 5, "macd (5y)": 5, "compare 10 tickers (5y)": 20}
+    shipped, heavy = results["all caches"], results["heavy"]
+    computed, plain = results["computed"], results["no cache"]
+    tool = next(iter(shipped.values())).tool
     lines = [
         "## Analytics API (stats, indicators, compare)",
         "",
         f"Data: 10 tickers ({', '.join(TICKERS)}), {source}. Server: `stocks serve` "
-        f"(gunicorn, default workers) on this machine; load: {tool}, {DURATION:g} s per "
-        f"cell after a warm-up, paths cycling over the 10 tickers, at {LIGHT} and "
-        f"{CONNECTIONS} keep-alive connections (wrk and the server share the cores).",
+        f"(gunicorn, default workers); load: {tool}, {DURATION:g} s per cell after a "
+        f"warm-up, paths cycling over the 10 tickers, {LIGHT} keep-alive connections "
+        f"(and {CONNECTIONS} for the shipped server); wrk and the server share the cores.",
         "",
-        f"| route | target p50 | req/s @{LIGHT} | p50 ms @{LIGHT} | p99 ms @{LIGHT} "
-        f"| req/s @{CONNECTIONS} | p50 ms @{CONNECTIONS} | p99 ms @{CONNECTIONS} "
-        f"| no-cache req/s @{LIGHT} | no-cache p50 ms @{LIGHT} | cached / no-cache |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| route | target p50 | all caches req/s | p50 ms | p99 ms "
+        f"| @{CONNECTIONS} conns req/s | p50 ms | p99 ms "
+        "| computed req/s | p50 ms | p99 ms | no cache req/s | p50 ms | p99 ms "
+        "| all caches / no cache |",
+        "| --- | ---: " + "| ---: " * 13 + "|",
     ]
-    for name, res in light.items():
-        big = heavy[name]
-        target = f"≤ {targets[name]} ms" if name in targets else "—"
-        row = (
-            f"| {name} | {target} | {res.rps:,.0f} | {res.p50_ms:.2f} | {res.p99_ms:.2f} "
-            f"| {big.rps:,.0f} | {big.p50_ms:.2f} | {big.p99_ms:.2f} "
-        )
+    for name, res in shipped.items():
+        target = f"≤ {TARGETS[name]} ms" if name in TARGETS else "—"
         peer = plain.get(name)
-        if peer is None:
-            row += "| — | — | — |"
-        else:
-            row += f"| {peer.rps:,.0f} | {peer.p50_ms:.2f} | {res.rps / peer.rps:.1f}× |"
-        lines.append(row)
-    prices = light[PRICES]
+        ratio = f"{res.rps / peer.rps:.1f}×" if peer else "—"
+        lines.append(
+            f"| {name} | {target} "
+            + cells(res)
+            + cells(heavy.get(name))
+            + cells(computed.get(name))
+            + cells(peer)
+            + f"| {ratio} |"
+        )
+    base = computed[PRICES]
     lines += [
         "",
-        "Peers in the same run: *no cache* is the same server with the analytics caches "
-        "off (`STOCKS_ANALYTICS_CACHE=0 STOCKS_INDICATOR_CACHE=0 STOCKS_ANSWER_CACHE=0`: "
-        "each request reads the series from Redis, recomputes and serializes); the full "
-        f"5-year `/prices` read is the data API baseline (req/s ratio @{LIGHT}: "
-        + ", ".join(f"{name.split(' ')[0]} {light[name].rps / prices.rps:.2f}" for name in targets)
-        + "). p50 at a fixed connection count includes queueing (≈ connections / req/s).",
+        "*all caches*: as shipped (a repeated GET is served from the encoded-answer cache "
+        "after one Redis version check); *computed*: `STOCKS_API_CACHE_MB=0`, every request "
+        "runs Flask, validation, the figures from the per-version series/indicator caches "
+        "and JSON encoding; *no cache* (the peer): also `STOCKS_ANALYTICS_CACHE=0 "
+        "STOCKS_INDICATOR_CACHE=0`, every request reads the series from Redis and "
+        "recomputes. *computed* req/s relative to the full 5-year `/prices` read, also "
+        "computed: "
+        + ", ".join(f"{n.split(' ')[0]} {computed[n].rps / base.rps:.2f}" for n in TARGETS)
+        + ". p50 at a fixed connection count includes queueing (≈ connections / req/s).",
         "",
-        f"Command: `{COMMAND}` (env BENCH_DURATION, BENCH_CONNECTIONS for the heavy column).",
+        f"Command: `{COMMAND}` (env BENCH_DURATION, BENCH_CONNECTIONS).",
         "",
     ]
     return "\n".join(lines)

@@ -26,6 +26,7 @@ import redis
 
 from bench.httpload import LoadResult, run_load
 from stocks import storage
+from stocks.api.server import default_workers
 from stocks.config import STOCKS_DB
 from stocks.redis_server import RedisServer, free_port
 
@@ -34,7 +35,7 @@ SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
 NAIVE_DB = 15  # a DB no part of the project uses; the naive peer's documents live there
 NAIVE_PREFIX = "naive:"
 DURATION = float(os.environ.get("BENCH_DURATION", "5"))
-WARMUP = float(os.environ.get("BENCH_WARMUP", "5"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 MONTH = ("2017-06-01", "2017-06-30")
 
@@ -157,9 +158,15 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def measure(base: str, paths: list[str]) -> LoadResult:
-    # Every worker has its own answer cache: run long enough for each to see each path.
-    run_load(base, paths, duration=WARMUP, connections=CONNECTIONS)
+def measure(base: str, paths: list[str], cached: bool) -> LoadResult:
+    # Every worker has its own answer cache: warm until each worker has likely seen each
+    # path (4 requests per worker and path: ~2% unseen), at most 20 s. Others: WARMUP s.
+    wanted = 4 * default_workers() * len(paths) if cached else 0
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < 20:
+        done += run_load(base, paths, duration=WARMUP, connections=CONNECTIONS).requests
+        if done >= wanted:
+            break
     result = run_load(base, paths, duration=DURATION, connections=CONNECTIONS)
     if result.errors:
         raise RuntimeError(f"{result.errors} failed requests against {base}")
@@ -189,7 +196,7 @@ def run() -> str:
                 proc, base = start_server(kind, server.url, month[0], env)
                 try:
                     for label, paths in ranges:
-                        results[(name, label)] = measure(base, paths)
+                        results[(name, label)] = measure(base, paths, name == "ours")
                 finally:
                     stop(proc)
         finally:
@@ -203,7 +210,8 @@ def report(results: dict[tuple[str, str], LoadResult], source: str, load_before:
         "## API: GET /tickers/{symbol}/prices under load",
         "",
         f"Data: {source}; requests rotate over every ticker. Load: {tool}, "
-        f"{CONNECTIONS} keep-alive connections, {DURATION:g} s after a {WARMUP:g} s warm-up, "
+        f"{CONNECTIONS} keep-alive connections, {DURATION:g} s after a warm-up of 4 requests "
+        "per worker and path for the cached server (at most 20 s), 3 s for the others, "
         "on the same machine as the servers. Both servers: gunicorn via `stocks.api.server` "
         "(same workers, worker class and threads). Naive peer: one JSON document per "
         "ticker, `json.loads` + filter + `jsonify` per request. The bare gunicorn row is "

@@ -8,6 +8,7 @@
 for the path list and the percentiles) is used when it is on PATH, because a Python
 client on the same two cores would be the bottleneck; otherwise a multi-process Python
 client with one keep-alive ``http.client`` connection per thread does the same job.
+Set HTTPLOAD_TOOL=python to force the fallback.
 Non-2xx answers and socket errors are counted in ``errors``; a benchmark should treat
 ``errors > 0`` as a failed measurement.
 """
@@ -56,7 +57,7 @@ def run_load(
         raise ValueError("need at least one path")
     wrk = shutil.which("wrk")
     if use_wrk is None:
-        use_wrk = wrk is not None
+        use_wrk = wrk is not None and os.environ.get("HTTPLOAD_TOOL") != "python"
     if use_wrk:
         if wrk is None:
             raise RuntimeError("wrk is not on PATH")

@@ -122,6 +122,12 @@ _PRELUDE = """
 local QUEUE_DB, JOBS_DB, IMAGES_DB = @QUEUE_DB@, @JOBS_DB@, @IMAGES_DB@
 local WAITING, WORKERS = 'queue:waiting', 'queue:workers'
 local function processing(w) return 'queue:processing:' .. w end
+
+-- SELECT only when the database changes (the script's own selection; the caller's stays)
+local current_db = nil
+local function use(db)
+  if db ~= current_db then redis.call('SELECT', db); current_db = db end
+end
 local function job_key(id) return 'job:' .. id end
 
 -- Redis server time in ms: one clock for every host (an integer-valued double, which
@@ -132,12 +138,12 @@ local function now_ms()
 end
 
 local function drop(w, id)
-  redis.call('SELECT', QUEUE_DB)
+  use(QUEUE_DB)
   redis.call('LREM', processing(w), 1, id)
 end
 
 local function fail_record(id, msg, ttl, now)
-  redis.call('SELECT', JOBS_DB)
+  use(JOBS_DB)
   redis.call('HSET', job_key(id), 'status', 'failed', 'finished_at', now, 'error', msg,
              'token', '')
   redis.call('EXPIRE', job_key(id), ttl)
@@ -145,7 +151,7 @@ end
 
 -- queued -> running for a job already in w's processing list
 local function start(id, w, token, max_attempts, ttl, now)
-  redis.call('SELECT', JOBS_DB)
+  use(JOBS_DB)
   local key = job_key(id)
   local rec = redis.call('HMGET', key, 'status', 'attempts', 'kind', 'params', 'cache_key')
   local status = rec[1]
@@ -160,13 +166,13 @@ local function start(id, w, token, max_attempts, ttl, now)
   local ck = rec[5]
   if ck and ck ~= '' then
     -- an identical request already has an image: copy it instead of drawing again
-    redis.call('SELECT', IMAGES_DB)
+    use(IMAGES_DB)
     local src = redis.call('GET', 'cache:' .. ck)
     if src and src ~= id and redis.call('COPY', 'image:' .. src, 'image:' .. id, 'REPLACE') == 1
     then
       redis.call('EXPIRE', 'image:' .. id, ttl)
       redis.call('SET', 'cache:' .. ck, id, 'EX', ttl)
-      redis.call('SELECT', JOBS_DB)
+      use(JOBS_DB)
       local ctype = redis.call('HGET', job_key(src), 'content_type') or 'image/png'
       redis.call('HSET', key, 'status', 'finished', 'started_at', now, 'finished_at', now,
                  'attempts', attempts + 1, 'content_type', ctype)
@@ -174,7 +180,7 @@ local function start(id, w, token, max_attempts, ttl, now)
       drop(w, id)
       return {'cached', id}
     end
-    redis.call('SELECT', JOBS_DB)
+    use(JOBS_DB)
   end
   redis.call('HSET', key, 'status', 'running', 'started_at', now, 'worker', w, 'token', token,
              'attempts', attempts + 1)
@@ -184,7 +190,7 @@ end
 -- move ids from the queue until one starts; false when the queue is empty
 local function take(w, token, max_attempts, ttl, now)
   for _ = 1, 100 do
-    redis.call('SELECT', QUEUE_DB)
+    use(QUEUE_DB)
     local id = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT')
     if not id then return false end
     local res = start(id, w, token, max_attempts, ttl, now)
@@ -199,9 +205,9 @@ _ENQUEUE = """
 local id = ARGV[1]
 -- the push goes first: it is the only write here that a bad key type could refuse, and a
 -- script that fails before its first write leaves nothing behind
-redis.call('SELECT', QUEUE_DB)
+use(QUEUE_DB)
 redis.call('LPUSH', WAITING, id)
-redis.call('SELECT', JOBS_DB)
+use(JOBS_DB)
 local now = now_ms()
 redis.call('HSET', job_key(id), 'id', id, 'kind', ARGV[2], 'params', ARGV[3],
            'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4])
@@ -224,14 +230,14 @@ _START = "return start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], no
 _FINISH = """
 local id, w, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
-redis.call('SELECT', JOBS_DB)
+use(JOBS_DB)
 local key = job_key(id)
 local rec = redis.call('HMGET', key, 'status', 'token', 'cache_key')
 local result = 'stale'
 if rec[1] == 'running' and rec[2] == token then
   redis.call('HSET', key, 'status', 'finished', 'finished_at', now, 'content_type', ARGV[6])
   redis.call('EXPIRE', key, ttl)
-  redis.call('SELECT', IMAGES_DB)
+  use(IMAGES_DB)
   redis.call('SET', 'image:' .. id, ARGV[5], 'EX', ttl)
   if rec[3] and rec[3] ~= '' then
     redis.call('SET', 'cache:' .. rec[3], id, 'EX', ttl)
@@ -249,7 +255,7 @@ return {result, nxt}
 # ARGV: id, worker, token, ttl, error
 _FAIL = """
 local id, w = ARGV[1], ARGV[2]
-redis.call('SELECT', JOBS_DB)
+use(JOBS_DB)
 local rec = redis.call('HMGET', job_key(id), 'status', 'token')
 local result = 'stale'
 if rec[1] == 'running' and rec[2] == ARGV[3] then
@@ -263,7 +269,7 @@ return result
 # ARGV: id, worker, token, refund ('1' gives the attempt back)
 _PUT_BACK = """
 local id, w = ARGV[1], ARGV[2]
-redis.call('SELECT', JOBS_DB)
+use(JOBS_DB)
 local key = job_key(id)
 local rec = redis.call('HMGET', key, 'status', 'token')
 if rec[1] ~= 'running' or rec[2] ~= ARGV[3] then drop(w, id); return 'stale' end
@@ -278,17 +284,17 @@ return 'queued'
 _REAP = """
 local only, timeout, max_attempts, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
-redis.call('SELECT', QUEUE_DB)
+use(QUEUE_DB)
 local workers = {only}
 if only == '' then
   workers = redis.call('ZRANGEBYSCORE', WORKERS, '-inf', tonumber(now) - timeout)
 end
 local requeued, failed = 0, 0
 for _, w in ipairs(workers) do
-  redis.call('SELECT', QUEUE_DB)
+  use(QUEUE_DB)
   local ids = redis.call('LRANGE', processing(w), 0, -1)
   for _, id in ipairs(ids) do
-    redis.call('SELECT', JOBS_DB)
+    use(JOBS_DB)
     local key = job_key(id)
     local rec = redis.call('HMGET', key, 'status', 'attempts', 'worker')
     local back = rec[1] == 'queued'
@@ -304,12 +310,12 @@ for _, w in ipairs(workers) do
       end
     end
     if back then
-      redis.call('SELECT', QUEUE_DB)
+      use(QUEUE_DB)
       redis.call('RPUSH', WAITING, id)
       requeued = requeued + 1
     end
   end
-  redis.call('SELECT', QUEUE_DB)
+  use(QUEUE_DB)
   redis.call('DEL', processing(w))
   if only == '' then redis.call('ZREM', WORKERS, w) end
 end
@@ -318,7 +324,7 @@ return {requeued, failed}
 
 # ARGV: worker, '1' to unregister
 _HEARTBEAT = """
-redis.call('SELECT', QUEUE_DB)
+use(QUEUE_DB)
 if ARGV[2] == '1' then return redis.call('ZREM', WORKERS, ARGV[1]) end
 return redis.call('ZADD', WORKERS, now_ms(), ARGV[1])
 """
@@ -326,7 +332,7 @@ return redis.call('ZADD', WORKERS, now_ms(), ARGV[1])
 # ARGV: id, ttl -> 'missing' | 'running' | 'cancelled' | 'deleted'
 _CANCEL_OR_DELETE = """
 local id = ARGV[1]
-redis.call('SELECT', JOBS_DB)
+use(JOBS_DB)
 local key = job_key(id)
 local status = redis.call('HGET', key, 'status')
 if not status then return 'missing' end
@@ -334,13 +340,13 @@ if status == 'running' then return 'running' end
 if status == 'queued' then
   redis.call('HSET', key, 'status', 'cancelled', 'finished_at', now_ms())
   redis.call('EXPIRE', key, ARGV[2])
-  redis.call('SELECT', QUEUE_DB)
+  use(QUEUE_DB)
   redis.call('LREM', WAITING, 0, id)
   return 'cancelled'
 end
 redis.call('DEL', key)
 redis.call('ZREM', 'jobs:all', id)
-redis.call('SELECT', IMAGES_DB)
+use(IMAGES_DB)
 redis.call('DEL', 'image:' .. id)
 return 'deleted'
 """
@@ -693,17 +699,19 @@ class JobQueue:
                         if job is not None:
                             job = self.process(job, handler, deterministic, not stop())
                         backoff.reset()
-                    except TRANSIENT as e:
+                    except redis.RedisError as e:
+                        # down, restarting, out of memory...: whatever this worker holds is
+                        # put back by release_own() once Redis answers again
                         job = None
-                        log.warning("redis unavailable (%s); retrying", e)
+                        log.warning("redis error (%s); retrying", e)
                         backoff.sleep()
             finally:
-                if job is not None:  # taken by finish's take_next after stop was asked
-                    retry_transient(self.put_back, job, refund=True)
                 try:
+                    if job is not None:  # taken by finish's take_next after stop was asked
+                        self.put_back(job, refund=True)
                     self.unregister()
                 except redis.RedisError as e:
-                    log.warning("could not unregister: %s", e)
+                    log.warning("could not put back or unregister: %s", e)
 
     def worker(self, handler=None, **options):
         """HotQueue's decorator: ``@queue.worker`` makes ``handler`` a loop, ``fn()`` runs it."""
@@ -737,7 +745,7 @@ class Backoff:
 
 
 def retry_transient(fn, *args, tries: int = 8, **kwargs):
-    """Call ``fn``, retrying Redis connection errors with backoff (about 20 s in all)."""
+    """Call ``fn``, retrying Redis connection errors with backoff (up to about 10 s)."""
     backoff = Backoff()
     for attempt in range(tries):
         try:
@@ -749,5 +757,6 @@ def retry_transient(fn, *args, tries: int = 8, **kwargs):
     raise AssertionError("unreachable")
 
 
-def call_with_retry(handler, kind: str, params: dict, tries: int = 5):
-    return retry_transient(handler, kind, params, tries=tries)
+def call_with_retry(handler, kind: str, params: dict):
+    """The handler, drawn again if its Redis reads hit a blip (a restart, a failover)."""
+    return retry_transient(handler, kind, params)

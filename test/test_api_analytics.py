@@ -306,3 +306,22 @@ def test_real_indicators(client, real):
     assert_series_equal(values(got, "signal"), want["signal"])
     got = get_ok(client, "/tickers/O/indicators/rsi")["values"]
     assert_series_equal(values(got), ref_rsi(real["O"]["close"].astype(float), 14))
+
+
+def test_repeated_alias_request_follows_writes(client, stored, r0):
+    """Answers served again from the answer cache still see writes to any spelling."""
+    url = "/tickers/brk-b/indicators/sma?window=2&format=csv"
+    first = client.get(url).get_data(as_text=True)
+    assert client.get(url).get_data(as_text=True) == first
+    last = stored["BRK.B"][-1:].copy()
+    last["close"] = last["close"] + 10.0
+    last["high"] = last["close"]
+    storage.upsert_bar(r0, "BRK.B", last)
+    second = client.get(url).get_data(as_text=True)
+    assert second != first
+    assert float(second.splitlines()[-1].split(",")[1]) == pytest.approx(
+        float(first.splitlines()[-1].split(",")[1]) + 5.0
+    )
+    storage.replace_series(r0, "BRK-B", generated(11)[:40], META)  # the dash form now exists
+    third = client.get(url).get_data(as_text=True)
+    assert len(third.splitlines()) == 41  # header + the 40 bars of BRK-B itself

@@ -207,3 +207,23 @@ def test_interrupted_handler_puts_the_job_back(dbs):
     rec = jobs.get_job(job_id)
     assert rec["status"] == "queued" and rec["attempts"] == 0
     assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]
+
+
+def test_enqueue_across_databases_is_one_transaction_in_the_aof(own_redis):
+    job_id = JobQueue().put("line", {"symbols": ["AAPL"]})
+    path = own_redis.workdir / "appendonly.aof"
+    for _ in range(100):  # everysec: the write may be postponed a moment
+        aof = path.read_bytes() if path.exists() else b""
+        if b"EXEC" in aof:
+            break
+        time.sleep(0.05)
+    multi = aof.rindex(b"MULTI")
+    exec_ = aof.index(b"EXEC", multi)
+    block = aof[multi:exec_]
+    assert job_id.encode() in block
+    assert b"LPUSH" in block and b"HSET" in block and block.count(b"SELECT") >= 2
+    own_redis.restart(kill=True)
+    assert jobs.get_job(job_id)["status"] == "queued"
+    assert redis.Redis.from_url(own_redis.url, db=1).lrange("queue:waiting", 0, -1) == [
+        job_id.encode()
+    ]

@@ -99,6 +99,7 @@ def stored(r0, monkeypatch):
 @settings(
     max_examples=MAX_EXAMPLES,
     derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )

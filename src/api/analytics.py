@@ -3,13 +3,14 @@
 The formulas live in ``stocks.analytics``; this module validates input (declared models,
 so OpenAPI documents them), fetches series through ``stocks.storage`` and shapes answers.
 
-Speed: each worker keeps small LRUs keyed by data version: whole series by (symbol,
-version), indicator rows and their JSON text by (symbol, version, indicator, params),
-and finished stats/change/compare answers by (symbols and versions, parameters). A
-request costs one small round trip (the version of every symbol asked for, which also
-resolves case and BRK-B/BRK.B aliases); bars are read and figures computed only when a
-version changed, so a write is visible on the very next request and nothing stale is
-ever served.
+Speed: each worker keeps two LRUs keyed by data version: whole series by (symbol,
+version) and indicator rows by (symbol, version, indicator, params). A request costs one
+small round trip (the version of every symbol asked for, which also resolves case and
+BRK-B/BRK.B aliases); bars are read and indicators computed only when a version
+changed. Successful answers also go to the API's encoded-answer cache
+(``stocks.api.prices.cache``), which serves an identical repeated GET before Flask
+dispatch once it has checked those versions. Either way a write is visible on the very
+next request and nothing stale is ever served.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-import orjson
 from flask import Flask, Response, request
 from flask_openapi3 import Tag
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,13 +40,12 @@ from stocks.api.models import (
     Text,
     invalid,
 )
-from stocks.api.respond import JSON_MIMETYPE, json_response, list_response, wants_csv
+from stocks.api.respond import json_response, list_response
 from stocks.config import STOCKS_DB, env_int, redis_client
 
 TAG = Tag(name="analytics", description="statistics, period changes, indicators, comparisons")
 CACHE_SIZE = env_int("STOCKS_ANALYTICS_CACHE", 128)
 INDICATOR_CACHE_SIZE = env_int("STOCKS_INDICATOR_CACHE", 32)
-ANSWER_CACHE_SIZE = env_int("STOCKS_ANSWER_CACHE", 1024)
 MAX_COMPARE = 20
 MAX_WINDOW = 500
 
@@ -259,10 +258,6 @@ class LRU:
 CACHE = LRU(CACHE_SIZE)
 # (symbol, version, indicator, params) -> JSON-ready rows: ~0.4 MB per 5-year answer.
 INDICATOR_CACHE = LRU(INDICATOR_CACHE_SIZE)
-# (symbol, version, indicator, params, range) -> JSON text: ~0.1 MB per 5-year answer.
-BODIES = LRU(INDICATOR_CACHE_SIZE)
-# (route, symbols and versions, parameters) -> small answers of stats, change, compare.
-ANSWERS = LRU(ANSWER_CACHE_SIZE)
 
 
 def unknown_symbol(raw: str) -> ApiError:
@@ -336,10 +331,6 @@ def range_slice(series: Series, start: dt.date | None, end: dt.date | None) -> s
     return slice(lo, max(lo, hi))
 
 
-def unprocessable(err: calc.AnalyticsError) -> ApiError:
-    return ApiError(422, err.code, err.message)
-
-
 # --- indicators ------------------------------------------------------------------------
 
 
@@ -384,16 +375,12 @@ def indicator_rows(series: Series, name: str, params: dict[str, float]) -> list[
 # --- routes ----------------------------------------------------------------------------
 
 
-def answer(key: tuple, compute) -> dict:
-    """``compute()`` once per key; every key holds the data versions it was computed on."""
-    body = ANSWERS.get(key)
-    if body is None:
-        try:
-            body = compute()
-        except calc.AnalyticsError as e:
-            raise unprocessable(e) from None
-        ANSWERS.put(key, body)
-    return body
+def computed(compute) -> dict:
+    """``compute()``, with "the data cannot answer" turned into a 422."""
+    try:
+        return compute()
+    except calc.AnalyticsError as e:
+        raise ApiError(422, e.code, e.message) from None
 
 
 def period_stats(series: Series, query: StatsQuery) -> dict:
@@ -405,19 +392,15 @@ def period_stats(series: Series, query: StatsQuery) -> dict:
 
 
 def stats_route(path: SymbolPath, query: StatsQuery) -> Response:
-    (series,) = load_series([path.symbol])
-    key = ("stats", series.symbol, series.version, query.start, query.end, query.period)
-    return json_response(answer(key, lambda: period_stats(series, query)))
+    (series,), depends = load_series([path.symbol])
+    body = computed(lambda: period_stats(series, query))
+    return remember(json_response(body), depends)
 
 
 def change_route(path: SymbolPath, query: ChangeQuery) -> Response:
-    (series,) = load_series([path.symbol])
-
-    def compute() -> dict:
-        return {"symbol": series.symbol, **calc.change(series.bars, query.period, query.end)}
-
-    key = ("change", series.symbol, series.version, query.period, query.end)
-    return json_response(answer(key, compute))
+    (series,), depends = load_series([path.symbol])
+    body = computed(lambda: calc.change(series.bars, query.period, query.end))
+    return remember(json_response({"symbol": series.symbol, **body}), depends)
 
 
 def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
@@ -430,39 +413,22 @@ def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
             f"unknown indicator {path.name!r}; known: {', '.join(known)}",
             known=known,
         )
-    (series,) = load_series([path.symbol])
+    (series,), depends = load_series([path.symbol])
     params = indicator_params(name, query, len(series.bars))
-    cut = range_slice(series, query.start, query.end)
+    rows = indicator_rows(series, name, params)[range_slice(series, query.start, query.end)]
+    payload = {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
     columns = ["date", *calc.INDICATORS[name].columns]
-
-    def payload() -> dict:
-        rows = indicator_rows(series, name, params)[cut]
-        return {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
-
-    if wants_csv(query.format):
-        return list_response(payload(), "values", columns, "csv")
-    # The JSON text itself is kept: serializing ~1,300 rows costs more than the rest.
-    key = ("indicator", series.symbol, series.version, name, *params.items(), cut.start, cut.stop)
-    body = BODIES.get(key)
-    if body is None:
-        body = orjson.dumps(payload())
-        BODIES.put(key, body)
-    return Response(body, mimetype=JSON_MIMETYPE)
+    return remember(list_response(payload, "values", columns, query.format), depends)
 
 
 def compare_route(query: CompareQuery) -> Response:
-    raws = query.symbol_list()
-    loaded = load_series(raws)
+    loaded, depends = load_series(query.symbol_list())
     unique = list({s.symbol: s for s in loaded}.values())
     if len(unique) < 2:
         raise bad_param("symbols", "needs at least 2 distinct symbols")
-    key = ("compare", tuple((s.symbol, s.version) for s in unique), query.start, query.end)
-
-    def compute() -> dict:
-        series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
-        return {"symbols": list(series), **calc.compare(series, list(series))}
-
-    return json_response(answer(key, compute))
+    series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
+    body = computed(lambda: calc.compare(series, list(series)))
+    return remember(json_response({"symbols": list(series), **body}), depends)
 
 
 STATS_DOC = (

@@ -2,8 +2,8 @@
 
 Worker model: gthread, cores + 1 pre-forked processes with 4 threads each. Unlike
 gunicorn's sync worker it keeps HTTP connections alive (small answers: no connect per
-request), and threads overlap Redis round trips. Measured on 2 cores with wrk, 16
-connections: gthread 3x4 beat sync x5 on one-month answers (~2,200-2,700 vs ~1,600
+request), and threads overlap Redis round trips. Measured on 2 busy shared cores with
+wrk and 16 connections: gthread 3x4 beat sync x5 on one-month answers (~2,200 vs ~1,600
 req/s) with a much lower p99, and fewer processes also mean fewer answer caches to warm.
 The app is built once in the master (``preload_app``) and forked; each worker then drops
 the Redis clients it inherited (``reset_clients`` in ``post_fork``) so no socket is
