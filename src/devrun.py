@@ -103,7 +103,13 @@ def stop_all(children: list[subprocess.Popen], server: RedisServer | None) -> No
         say("stopped redis-server")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(host: str, port: int) -> int:
+    # SIGTERM (kill, a supervisor, `timeout`) stops everything just like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     server = ensure_redis()
     if server is not None:
         os.environ["REDIS_URL"] = server.url

@@ -46,7 +46,7 @@ class RedisServer:
     """A redis-server child process with its files in ``workdir`` (AOF on by default)."""
 
     def __init__(self, workdir: Path | str, port: int | None = None, appendonly: bool = True):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.process: subprocess.Popen | None = None

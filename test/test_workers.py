@@ -130,9 +130,12 @@ def test_supervisor_starts_n_processes_and_stops_cleanly(redis_url, spawn):
 
 
 def test_several_workers_finish_each_job_exactly_once(r0, redis_url, spawn):
+    q1 = redis.Redis.from_url(redis_url, db=1)
+    workers = [spawn(redis_url, **FAST) for _ in range(3)]
+    wait_for(lambda: q1.zcard("queue:workers") == 3, timeout=30, what="three workers")
+    time.sleep(0.2)  # all three blocked on the empty queue, so all three get work
     queue = JobQueue()
     ids = [queue.put("noop", {"tag": str(i)}) for i in range(300)]
-    workers = [spawn(redis_url, **FAST) for _ in range(3)]
     wait_for(lambda: all_done(ids), timeout=60, what="300 jobs")
     assert set(statuses(ids)) == {"finished"}
     for w in workers:
