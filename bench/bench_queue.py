@@ -4,7 +4,8 @@ Starts its own redis-server (AOF on, as ``make run`` does) on a free port, then:
 - no-op throughput, enqueue -> finished, one producer then one consumer in this process,
   for our queue (``stocks.jobs``: record + queue entry per job, CAS transitions,
   heartbeats), RQ (``SimpleWorker``, no fork, burst mode) and hotqueue (BLPOP, pickle),
-  all on the same server in the same run;
+  all on the same server in the same run, interleaved over a few rounds (best round
+  kept: on a shared machine the least disturbed round is the closest to the truth);
 - end to end: ``POST /jobs`` through the Flask app, poll the record until it is
   finished, with one idle ``stocks worker`` process drawing real charts from five years
   of synthetic bars; next to ``draw_job`` timed alone on the same params.
