@@ -205,16 +205,13 @@ def cut(bars: np.ndarray, start: dt.date | None, end: dt.date | None) -> np.ndar
     return bars[lo:hi]
 
 
-def read_series(
-    r: redis.Redis, symbol: str, start: dt.date | None = None, end: dt.date | None = None
-) -> tuple[dict, np.ndarray] | None:
-    """(meta, bars in [start, end]) for a stored symbol, None when it has no data.
+def _year_bounds(start: dt.date | None, end: dt.date | None) -> list[str]:
+    return [f"{start.year:04d}" if start else "", f"{end.year:04d}" if end else ""]
 
-    The returned array is read-only (it views the Redis reply); copy before changing it.
-    """
-    lo = f"{start.year:04d}" if start else ""
-    hi = f"{end.year:04d}" if end else ""
-    reply = _read_script(r)(keys=[meta_key(symbol), bars_key(symbol)], args=[lo, hi])
+
+def _decode_reply(
+    reply: list | None, start: dt.date | None, end: dt.date | None
+) -> tuple[dict, np.ndarray] | None:
     if not reply:
         return None
     flat = reply[0]
@@ -223,6 +220,42 @@ def read_series(
     if start is not None or end is not None:
         bars = cut(bars, start, end)
     return meta, bars
+
+
+def read_series(
+    r: redis.Redis, symbol: str, start: dt.date | None = None, end: dt.date | None = None
+) -> tuple[dict, np.ndarray] | None:
+    """(meta, bars in [start, end]) for a stored symbol, None when it has no data.
+
+    The returned array is read-only (it views the Redis reply); copy before changing it.
+    """
+    keys = [meta_key(symbol), bars_key(symbol)]
+    reply = _read_script(r)(keys=keys, args=_year_bounds(start, end))
+    return _decode_reply(reply, start, end)
+
+
+def read_many(
+    r: redis.Redis,
+    symbols: Iterable[str],
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> dict[str, tuple[dict, np.ndarray]]:
+    """``read_series`` for many symbols in one pipelined round trip; absent ones left out.
+
+    Each symbol is read atomically; the set of them is not one snapshot.
+    """
+    symbols = list(symbols)
+    script = _read_script(r)
+    pipe = r.pipeline(transaction=False)
+    bounds = _year_bounds(start, end)
+    for sym in symbols:
+        script(keys=[meta_key(sym), bars_key(sym)], args=bounds, client=pipe)
+    out = {}
+    for sym, reply in zip(symbols, pipe.execute(), strict=True):
+        series = _decode_reply(reply, start, end)
+        if series is not None:
+            out[sym] = series
+    return out
 
 
 def read_bars(

@@ -154,3 +154,15 @@ def test_replace_refuses_unsorted_or_duplicate_dates(r0):
     with pytest.raises(ValueError):
         storage.replace_series(r0, "X", broken, {"source": "csv"})
     assert storage.read_bars(r0, "X").tobytes() == bars.tobytes()
+
+
+def test_read_many_matches_read_series_and_skips_absent(r0):
+    storage.replace_series(r0, "A", series(seed=1), {"source": "csv"})
+    storage.replace_series(r0, "B", series(start="2016-01-04", seed=2), {"source": "csv"})
+    start, end = dt.date(2015, 6, 1), dt.date(2016, 6, 30)
+    many = storage.read_many(r0, ["A", "NOPE", "B"], start, end)
+    assert list(many) == ["A", "B"]
+    for sym, (meta, bars) in many.items():
+        one_meta, one_bars = storage.read_series(r0, sym, start, end)
+        assert meta == one_meta and bars.tobytes() == one_bars.tobytes()
+    assert storage.days_to_iso(many["B"][1]["date"][:1]) == ["2016-01-04"]

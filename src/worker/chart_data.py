@@ -183,11 +183,11 @@ def _equal_weight_reference(
     hit = _ew_cache.get(key)
     if hit is not None:
         return hit
-    series = []
-    for sym in symbols:
-        bars = storage.read_bars(r, sym)
-        if bars is not None and len(bars):
-            series.append((bars["date"], bars["close"]))
+    series = [
+        (bars["date"], bars["close"])
+        for _, bars in storage.read_many(r, symbols).values()
+        if len(bars)
+    ]
     days, index = equal_weight_index(series)
     _ew_cache.clear()
     _ew_cache[key] = (days, index, len(series))
