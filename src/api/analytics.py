@@ -34,6 +34,7 @@ from stocks.api.errors import ApiError
 from stocks.api.models import (
     ApiModel,
     DateRange,
+    ErrorBody,
     FormatQuery,
     IsoDate,
     SymbolPath,
@@ -117,17 +118,6 @@ class CompareQuery(DateRange):
 # --- response models (documentation) ---------------------------------------------------
 
 
-class AnalyticsErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    status: int
-    code: str
-    message: str
-
-
-class AnalyticsErrorBody(BaseModel):
-    error: AnalyticsErrorDetail
-
-
 class StatsOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     symbol: str
@@ -194,7 +184,7 @@ class CompareOut(BaseModel):
     correlation: dict[str, dict[str, float | None]]
 
 
-ERRORS = {400: AnalyticsErrorBody, 404: AnalyticsErrorBody, 422: AnalyticsErrorBody}
+ERRORS = {400: ErrorBody, 404: ErrorBody, 422: ErrorBody}
 
 
 # --- series cache ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from flask_openapi3 import Info, OpenAPI
 
 from stocks.api import analytics, job_routes, prices
 from stocks.api.errors import register_error_handlers, validation_error_response
+from stocks.api.models import ErrorBody
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -16,6 +17,7 @@ def create_app(config: dict | None = None) -> Flask:
         __name__,
         info=Info(title="Stocks API", version="0.1.0"),
         validation_error_status=400,
+        validation_error_model=ErrorBody,
         validation_error_callback=validation_error_response,
         doc_prefix="/docs",
     )

@@ -22,7 +22,7 @@ from werkzeug.exceptions import BadRequest
 from stocks import jobs, storage
 from stocks.api.errors import ApiError
 from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
-from stocks.api.prices import ErrorBody
+from stocks.api.models import ErrorBody
 from stocks.api.respond import json_response
 from stocks.config import QUEUE_DB, STOCKS_DB, env_str, redis_client, redis_url
 

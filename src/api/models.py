@@ -227,6 +227,9 @@ class BarBody(ApiModel):
 
 
 class ErrorDetail(BaseModel):
+    """The error shape of every failure; routes add detail fields (errors, previous, ...)."""
+
+    model_config = ConfigDict(extra="allow")
     status: int
     code: str
     message: str
