@@ -12,14 +12,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stocks.api.models import ApiModel, DateRange, SymbolText, Text, invalid
+from stocks.chart_spec import (
+    CANDLESTICK_ONLY,
+    DEFAULT_OPTIONS,
+    MAX_MOVING_AVERAGES,
+    PIXELS,
+    SYMBOL_COUNTS,
+)
 from stocks.jobs import STATUSES
 
-KINDS = ("line", "candlestick", "compare", "benchmark")
-# (min, max) symbols per kind
-SYMBOL_COUNTS = {"line": (1, 10), "candlestick": (1, 1), "compare": (2, 10), "benchmark": (1, 1)}
-CANDLESTICK_ONLY = ("volume", "moving_averages")
-
-Pixels = Annotated[int, Field(strict=True, ge=200, le=4000)]
+Pixels = Annotated[int, Field(strict=True, ge=PIXELS[0], le=PIXELS[1])]
 Window = Annotated[int, Field(strict=True, ge=2, le=500)]
 
 
@@ -28,13 +30,17 @@ class ChartOptions(ApiModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    width: Pixels = Field(default=1200, description="pixels (200-4000)")
-    height: Pixels = Field(default=700, description="pixels (200-4000)")
-    format: Literal["png", "svg"] = "png"
+    width: Pixels = Field(default=DEFAULT_OPTIONS["width"], description="pixels (200-4000)")
+    height: Pixels = Field(default=DEFAULT_OPTIONS["height"], description="pixels (200-4000)")
+    format: Literal["png", "svg"] = DEFAULT_OPTIONS["format"]
     title: Text | None = Field(default=None, max_length=200)
-    volume: bool = Field(default=True, strict=True, description="candlestick: volume panel")
+    volume: bool = Field(
+        default=DEFAULT_OPTIONS["volume"], strict=True, description="candlestick: volume panel"
+    )
     moving_averages: list[Window] = Field(
-        default_factory=list, max_length=3, description="candlestick: up to 3 windows (days)"
+        default_factory=list,
+        max_length=MAX_MOVING_AVERAGES,
+        description="candlestick: up to 3 windows (days)",
     )
 
 

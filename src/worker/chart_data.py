@@ -18,20 +18,12 @@ import numpy as np
 import redis
 
 from stocks import storage
+from stocks.chart_spec import DEFAULT_OPTIONS, SYMBOL_COUNTS
 from stocks.config import STOCKS_DB, redis_client
 from stocks.worker import charts
 
 SP500_SYMBOL = "^GSPC"
 SP500_LABEL = "S&P 500 (^GSPC)"
-DEFAULT_OPTIONS = {
-    "width": 1200,
-    "height": 700,
-    "format": "png",
-    "title": None,
-    "volume": True,
-    "moving_averages": [],
-}
-SYMBOL_LIMITS = {"line": (1, 10), "candlestick": (1, 1), "compare": (2, 10), "benchmark": (1, 1)}
 
 
 class ChartDataError(Exception):
@@ -329,7 +321,7 @@ def draw_job(kind: str, params: dict) -> tuple[bytes, str]:
     if build is None:
         raise ChartDataError(f"unknown chart kind {kind!r}")
     symbols = list(params.get("symbols") or [])
-    low, high = SYMBOL_LIMITS[kind]
+    low, high = SYMBOL_COUNTS[kind]
     if not low <= len(symbols) <= high:
         wanted = f"{low}" if low == high else f"{low} to {high}"
         raise ChartDataError(f"a {kind} chart takes {wanted} symbols, got {len(symbols)}")
