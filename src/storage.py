@@ -5,6 +5,7 @@ Key layout (DB 0)
     stocks:meta:{SYM}     HASH  name, sector, first_date, last_date, rows, source,
                                 loaded_at, version (a new random token on every change)
     stocks:bars:{SYM}     HASH  field "YYYY" -> that year's bars as packed records
+    stocks:lock:{SYM}     STR   held while one bar of SYM is rewritten (redis-py Lock)
 
 Bar record: 52 bytes, little-endian, ``BAR_DTYPE``
     date int32 (days since 1970-01-01), open, high, low, close, adj_close float64
@@ -19,6 +20,7 @@ MULTI/EXEC, so a reader sees the old series or the new one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import uuid
@@ -49,6 +51,12 @@ EPOCH = dt.date(1970, 1, 1)
 SYMBOL_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-]{0,14}$")
 META_INT_FIELDS = ("rows",)
 WRITE_RETRIES = 50
+WRITE_LOCK_TTL = 10.0  # seconds a crashed writer can hold a symbol's lock
+WRITE_LOCK_WAIT = 10.0  # seconds a writer waits for it before giving up
+
+
+class WriteContention(Exception):
+    """A single-bar write could not get its turn on a symbol in time (retry later)."""
 
 
 def meta_key(symbol: str) -> str:
@@ -57,6 +65,10 @@ def meta_key(symbol: str) -> str:
 
 def bars_key(symbol: str) -> str:
     return BARS_PREFIX + symbol
+
+
+def lock_key(symbol: str) -> str:
+    return "stocks:lock:" + symbol
 
 
 # --- dates -----------------------------------------------------------------------------
@@ -70,8 +82,22 @@ def from_day(day: int) -> dt.date:
     return EPOCH + dt.timedelta(days=int(day))
 
 
+# ISO strings of every day from 1900 to 2099, built on first use (~30 ms, a few MB): one
+# fancy-index turns a date column into strings without a per-row call.
+_ISO_FIRST = -25567  # 1900-01-01
+_ISO_DAYS = 73049  # through 2099-12-31
+_iso_table: list[np.ndarray] = []
+
+
 def days_to_iso(days: np.ndarray) -> list[str]:
-    return np.datetime_as_string(days.astype("datetime64[D]")).tolist()
+    """ISO strings for day numbers (days since 1970-01-01)."""
+    if not _iso_table:
+        span = np.arange(_ISO_FIRST, _ISO_FIRST + _ISO_DAYS).astype("datetime64[D]")
+        _iso_table.append(np.datetime_as_string(span).astype(object))
+    idx = np.asarray(days).astype(np.int64) - _ISO_FIRST
+    if len(idx) and (idx.min() < 0 or idx.max() >= _ISO_DAYS):
+        return np.datetime_as_string(np.asarray(days).astype("datetime64[D]")).tolist()
+    return _iso_table[0][idx].tolist()
 
 
 # --- symbols ---------------------------------------------------------------------------
@@ -145,12 +171,15 @@ def get_metas(r: redis.Redis, symbols: Iterable[str]) -> dict[str, dict]:
 def versions(r: redis.Redis, symbols: Iterable[str]) -> dict[str, str | None]:
     """Data version of each symbol: it changes whenever the symbol's bars change."""
     symbols = list(symbols)
-    pipe = r.pipeline(transaction=False)
-    for sym in symbols:
-        pipe.hget(meta_key(sym), "version")
+    if len(symbols) == 1:  # the common case, on the API's hot path: skip the pipeline
+        found = [r.hget(meta_key(symbols[0]), "version")]
+    else:
+        pipe = r.pipeline(transaction=False)
+        for sym in symbols:
+            pipe.hget(meta_key(sym), "version")
+        found = pipe.execute()
     return {
-        sym: (v.decode() if v is not None else None)
-        for sym, v in zip(symbols, pipe.execute(), strict=True)
+        sym: (v.decode() if v is not None else None) for sym, v in zip(symbols, found, strict=True)
     }
 
 
@@ -336,9 +365,28 @@ def _rewrite_year(r: redis.Redis, symbol: str, day: int, change) -> tuple[dict, 
 
     Only the touched year is rewritten; meta is recomputed from the full series so it
     stays true. Returns (meta, changed), or None when the symbol has no data.
+
+    Writers of one symbol take turns on a lock, so they do not starve each other's
+    optimistic transactions; WATCH still guards against a loader replacing the series.
     """
     year = f"{from_day(day).year:04d}"
     mkey, bkey = meta_key(symbol), bars_key(symbol)
+    lock = r.lock(
+        lock_key(symbol), timeout=WRITE_LOCK_TTL, sleep=0.002, blocking_timeout=WRITE_LOCK_WAIT
+    )
+    if not lock.acquire():
+        raise WriteContention(f"{symbol} is busy with other writes; retry")
+    try:
+        return _rewrite_year_locked(r, symbol, year, mkey, bkey, change)
+    finally:
+        # An expired lock is fine: the write itself was still guarded by WATCH.
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
+
+
+def _rewrite_year_locked(
+    r: redis.Redis, symbol: str, year: str, mkey: str, bkey: str, change
+) -> tuple[dict, bool] | None:
     for _ in range(WRITE_RETRIES):
         with r.pipeline(transaction=True) as pipe:
             try:
@@ -377,7 +425,7 @@ def _rewrite_year(r: redis.Redis, symbol: str, day: int, change) -> tuple[dict, 
                 return _decode_meta({k.encode(): v.encode() for k, v in stored.items()}), True
             except redis.WatchError:
                 continue
-    raise RuntimeError(f"too much write contention on {symbol}")
+    raise WriteContention(f"too much write contention on {symbol}")
 
 
 def upsert_bar(r: redis.Redis, symbol: str, bar: np.void | np.ndarray) -> tuple[dict, bool] | None:
@@ -449,26 +497,43 @@ def volumes_as_float(bars: np.ndarray) -> np.ndarray:
     return vol
 
 
-def bar_dicts(bars: np.ndarray, fields: Iterable[str] | None = None) -> list[dict]:
-    """JSON-ready rows: ISO dates, exact floats, None for missing cells.
+DEFAULT_COLUMNS = ("open", "high", "low", "close", "volume")
 
-    adj_close is included only when the series has one (any value present).
+
+def columns_for(bars: np.ndarray, fields: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Requested columns, or the default set plus adj_close when the series has one."""
+    if fields is not None:
+        return tuple(fields)
+    if len(bars) and not np.isnan(bars["adj_close"]).all():
+        return (*DEFAULT_COLUMNS, "adj_close")
+    return DEFAULT_COLUMNS
+
+
+def _json_column(bars: np.ndarray, name: str) -> list:
+    col = bars[name]
+    values = col.tolist()
+    if name == "volume":
+        if (col == MISSING_VOLUME).any():
+            values = [None if v == MISSING_VOLUME else v for v in values]
+    elif np.isnan(col).any():
+        values = [None if v != v else v for v in values]
+    return values
+
+
+def bar_dicts(bars: np.ndarray, fields: Iterable[str] | None = None) -> list[dict]:
+    """JSON-ready rows: ISO dates, exact float64, int volume, None for missing cells.
+
+    Without ``fields``: open, high, low, close, volume, and adj_close when the series has
+    one. This is the API's hot path, hence the dict literal for the default columns.
     """
-    cols = list(fields) if fields is not None else ["open", "high", "low", "close", "volume"]
-    if fields is None and len(bars) and not np.isnan(bars["adj_close"]).all():
-        cols.append("adj_close")
-    columns: list[list] = [days_to_iso(bars["date"])]
-    for name in cols:
-        if name == "volume":
-            vol = bars["volume"]
-            values = vol.tolist()
-            if (vol == MISSING_VOLUME).any():
-                values = [None if v == MISSING_VOLUME else v for v in values]
-        else:
-            col = bars[name]
-            values = col.tolist()
-            if np.isnan(col).any():
-                values = [None if v != v else v for v in values]
-        columns.append(values)
-    keys = ["date", *cols]
-    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+    columns = columns_for(bars, fields)
+    dates = days_to_iso(bars["date"])
+    if columns == DEFAULT_COLUMNS:
+        o, h, lo, c, v = (_json_column(bars, n) for n in DEFAULT_COLUMNS)
+        return [
+            {"date": a, "open": b, "high": d, "low": e, "close": f, "volume": g}
+            for a, b, d, e, f, g in zip(dates, o, h, lo, c, v, strict=True)
+        ]
+    keys = ("date", *columns)
+    cols = [_json_column(bars, n) for n in columns]
+    return [dict(zip(keys, row, strict=True)) for row in zip(dates, *cols, strict=True)]

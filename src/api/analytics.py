@@ -190,20 +190,6 @@ ERRORS = {400: ErrorBody, 404: ErrorBody, 422: ErrorBody}
 # --- series cache ----------------------------------------------------------------------
 
 
-_ISO: dict[int, str] = {}
-
-
-def iso_dates(days: np.ndarray) -> list[str]:
-    """ISO strings of day numbers, memoised: the same few thousand trading days recur."""
-    out = []
-    for day in days.tolist():
-        text = _ISO.get(day)
-        if text is None:
-            text = _ISO[day] = storage.from_day(day).isoformat()
-        out.append(text)
-    return out
-
-
 @dataclass
 class Series:
     """One symbol's whole history (bars with a close) at one data version."""
@@ -214,7 +200,7 @@ class Series:
 
     @cached_property
     def iso_dates(self) -> list[str]:
-        return iso_dates(self.bars["date"])
+        return storage.days_to_iso(self.bars["date"])
 
 
 class LRU:

@@ -54,7 +54,6 @@ from stocks.api.respond import (
 from stocks.config import STOCKS_DB, env_int, redis_client
 from stocks.resample import resample
 
-DEFAULT_COLUMNS = ("open", "high", "low", "close", "volume")
 TICKER_COLUMNS = ("symbol", "name", "sector", "first_date", "last_date", "rows")
 
 tag_probe = Tag(name="probes", description="liveness and readiness")
@@ -155,57 +154,6 @@ class CachedAnswers:
 
 # --- symbols, dates and rows -----------------------------------------------------------
 
-# ISO strings of every day from 1900 to 2099, built on first use (~30 ms, a few MB):
-# one fancy-index turns a date column into strings without a per-row call.
-_ISO_FIRST = -25567  # 1900-01-01 in days since 1970-01-01
-_ISO_DAYS = 73049  # through 2099-12-31
-_iso_table: list[np.ndarray] = []
-
-
-def iso_dates(days: np.ndarray) -> list[str]:
-    """ISO strings for day numbers (days since 1970-01-01)."""
-    if not _iso_table:
-        span = np.arange(_ISO_FIRST, _ISO_FIRST + _ISO_DAYS).astype("datetime64[D]")
-        _iso_table.append(np.datetime_as_string(span).astype(object))
-    idx = days.astype(np.int64) - _ISO_FIRST
-    if len(idx) and (idx.min() < 0 or idx.max() >= _ISO_DAYS):
-        return storage.days_to_iso(days)
-    return _iso_table[0][idx].tolist()
-
-
-def _column(bars: np.ndarray, name: str) -> list:
-    col = bars[name]
-    values = col.tolist()
-    if name == "volume":
-        if (col == storage.MISSING_VOLUME).any():
-            values = [None if v == storage.MISSING_VOLUME else v for v in values]
-    elif np.isnan(col).any():
-        values = [None if v != v else v for v in values]
-    return values
-
-
-def columns_for(bars: np.ndarray, fields: tuple[str, ...] | None) -> tuple[str, ...]:
-    """Requested columns, or the default set plus adj_close when the series has one."""
-    if fields is not None:
-        return fields
-    if len(bars) and not np.isnan(bars["adj_close"]).all():
-        return (*DEFAULT_COLUMNS, "adj_close")
-    return DEFAULT_COLUMNS
-
-
-def bar_rows(bars: np.ndarray, columns: tuple[str, ...]) -> list[dict]:
-    """JSON-ready rows (exact float64, int volume, None for missing cells)."""
-    dates = iso_dates(bars["date"])
-    if columns == DEFAULT_COLUMNS:
-        o, h, lo, c, v = (_column(bars, n) for n in DEFAULT_COLUMNS)
-        return [
-            {"date": a, "open": b, "high": d, "low": e, "close": f, "volume": g}
-            for a, b, d, e, f, g in zip(dates, o, h, lo, c, v, strict=True)
-        ]
-    keys = ("date", *columns)
-    cols = [_column(bars, n) for n in columns]
-    return [dict(zip(keys, row, strict=True)) for row in zip(dates, *cols, strict=True)]
-
 
 def resolve_versions(raw: str) -> tuple[str, dict[str, str | None]]:
     """(canonical symbol, version of every spelling tried) in one round trip, or a 404."""
@@ -242,7 +190,7 @@ def summary(symbol: str, meta: dict) -> dict:
 
 
 def one_bar(symbol: str, bar: np.ndarray) -> dict:
-    row = bar_rows(bar, columns_for(bar, None))[0]
+    row = storage.bar_dicts(bar)[0]
     return {"symbol": symbol, **row}
 
 
@@ -317,8 +265,8 @@ def get_prices(path: SymbolPath, query: PricesQuery):
     fields = query.field_list()
     meta, bars = read(symbol, query.start, query.end)
     bars = resample(bars, query.interval)
-    columns = columns_for(bars, fields)
-    rows = bar_rows(bars, columns)
+    columns = storage.columns_for(bars, fields)
+    rows = storage.bar_dicts(bars, columns)
     if wants_csv(query.format):
         resp = Response(csv_text(rows, ("date", *columns)), mimetype=CSV_MIMETYPE)
     else:
@@ -344,8 +292,10 @@ def get_bar(path: BarPath):
     _, everything = read(symbol, None, None)
     day = storage.to_day(path.date)
     pos = int(np.searchsorted(everything["date"], day))
-    before = iso_dates(everything["date"][pos - 1 : pos]) if pos > 0 else [None]
-    after = iso_dates(everything["date"][pos : pos + 1]) if pos < len(everything) else [None]
+    before = storage.days_to_iso(everything["date"][pos - 1 : pos]) if pos > 0 else [None]
+    after = (
+        storage.days_to_iso(everything["date"][pos : pos + 1]) if pos < len(everything) else [None]
+    )
     raise ApiError(
         404,
         "no_trading_day",
@@ -400,11 +350,18 @@ def _redis_down(e: redis.RedisError) -> Response:
     return error_response(503, "redis_unavailable", "the data store does not answer")
 
 
+def _write_busy(e: storage.WriteContention) -> Response:
+    resp = error_response(503, "busy", str(e))
+    resp.headers["Retry-After"] = "1"
+    return resp
+
+
 def register(app: OpenAPI) -> None:
     app.wsgi_app = CachedAnswers(app.wsgi_app)
-    iso_dates(np.zeros(1, dtype=np.int32))  # build the date table before gunicorn forks
+    storage.days_to_iso(np.zeros(1, dtype=np.int32))  # build the date table before gunicorn forks
     app.security_schemes = {**(app.security_schemes or {}), **auth.SECURITY_SCHEME}
     app.register_error_handler(redis.RedisError, _redis_down)
+    app.register_error_handler(storage.WriteContention, _write_busy)
     app.add_url_rule("/openapi.json", "openapi_json", _openapi_json(app), methods=["GET"])
     app.add_url_rule("/docs", "docs_page", docs_redirect, methods=["GET"])
 
