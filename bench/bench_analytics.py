@@ -30,6 +30,7 @@ from pathlib import Path
 
 import redis
 
+from bench.common import stop_process
 from bench.httpload import LoadResult, run_load, warm_up
 from stocks import storage
 from stocks.redis_server import RedisServer, env_with_redis, free_port
@@ -95,15 +96,6 @@ def start_server(url: str, port: int, extra_env: dict[str, str], log) -> subproc
     raise RuntimeError("stocks serve did not answer /health in 30 s")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def scenarios() -> dict[str, list[str]]:
     """Each scenario cycles over all 10 tickers (5-year series)."""
     return {
@@ -145,7 +137,7 @@ def run() -> str:
                             n: measure(base, p, CONNECTIONS) for n, p in cases.items()
                         }
                 finally:
-                    stop_server(proc)
+                    stop_process(proc)
         finally:
             log.close()
             server.stop()

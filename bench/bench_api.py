@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from bench.common import stop_process
 from bench.httpload import LoadResult, run_load
 from stocks import storage
 from stocks.api.server import default_workers
@@ -149,15 +150,6 @@ def start_server(kind: str, redis_url: str, probe: str, extra_env: dict | None =
     raise RuntimeError(f"{kind} server did not start")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def measure(base: str, paths: list[str], cached: bool) -> LoadResult:
     # Every worker has its own answer cache: warm until each worker has likely seen each
     # path (4 requests per worker and path: ~2% unseen), at most 20 s. Others: WARMUP s.
@@ -198,7 +190,7 @@ def run() -> str:
                     for label, paths in ranges:
                         results[(name, label)] = measure(base, paths, name == "ours")
                 finally:
-                    stop(proc)
+                    stop_process(proc)
         finally:
             server.stop()
     return report(results, source, load_before)

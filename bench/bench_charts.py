@@ -18,16 +18,15 @@ import io
 import logging
 import os
 import statistics
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
+from bench.common import private_redis, synthetic_bars
 from stocks import storage
-from stocks.config import STOCKS_DB, redis_client, reset_clients
-from stocks.redis_server import RedisServer
+from stocks.config import STOCKS_DB, redis_client
 
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
@@ -51,16 +50,6 @@ def _csv_bars(path: Path) -> np.ndarray:
     return storage.make_bars(dates, *cols)
 
 
-def _synthetic_bars(seed: int, n: int = 1259) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, n)))
-    open_ = close * (1 + rng.normal(0, 0.006, n))
-    high = np.maximum(open_, close) * (1 + rng.random(n) * 0.01)
-    low = np.minimum(open_, close) * (1 - rng.random(n) * 0.01)
-    days = np.busday_offset(np.datetime64("2013-02-08"), np.arange(n), roll="forward")
-    return storage.make_bars(days, open_, high, low, close, rng.integers(1e6, 5e7, n))
-
-
 def load(r) -> str:
     """Fill DB 0; returns a description of the data used."""
     if SP500_DIR.is_dir():
@@ -69,7 +58,7 @@ def load(r) -> str:
             storage.replace_series(r, path.stem, _csv_bars(path), {"source": "bench"})
         return f"real S&P 500 daily bars, {len(files)} tickers, 2013-02-08 .. 2018-02-07"
     for i, sym in enumerate([*PEERS, *(f"SYN{i}" for i in range(45))]):
-        storage.replace_series(r, sym, _synthetic_bars(i), {"source": "bench"})
+        storage.replace_series(r, sym, synthetic_bars(i), {"source": "bench"})
     return "synthetic random walks, 50 tickers x 1,259 business days (../shared/data absent)"
 
 
@@ -155,90 +144,76 @@ def run() -> str:
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     from stocks.worker import chart_data, charts
 
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(Path(tmp), appendonly=False).start()
-        old_url = os.environ.get("REDIS_URL")
-        os.environ["REDIS_URL"] = server.url
-        reset_clients()
-        try:
-            r = redis_client(STOCKS_DB)
-            t0 = time.perf_counter()
-            data = load(r)
-            load_s = time.perf_counter() - t0
-            bars = storage.read_bars(r, MAIN)
-            days, o, h, lo, c = (bars[k] for k in ("date", "open", "high", "low", "close"))
-            vol = storage.volumes_as_float(bars)
-            mas = [(f"MA {w}", chart_data.moving_average(c, w)) for w in (20, 50)]
-            opts = {"width": WIDTH, "height": HEIGHT, "format": "png"}
-            candle_opts = {**opts, "volume": True, "moving_averages": [20, 50]}
+    with private_redis(appendonly=False):
+        r = redis_client(STOCKS_DB)
+        t0 = time.perf_counter()
+        data = load(r)
+        load_s = time.perf_counter() - t0
+        bars = storage.read_bars(r, MAIN)
+        days, o, h, lo, c = (bars[k] for k in ("date", "open", "high", "low", "close"))
+        vol = storage.volumes_as_float(bars)
+        mas = [(f"MA {w}", chart_data.moving_average(c, w)) for w in (20, 50)]
+        opts = {"width": WIDTH, "height": HEIGHT, "format": "png"}
+        candle_opts = {**opts, "volume": True, "moving_averages": [20, 50]}
 
-            t0 = time.perf_counter()
-            chart_data.draw_job("benchmark", {"symbols": [MAIN], "options": opts})
-            benchmark_cold_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        chart_data.draw_job("benchmark", {"symbols": [MAIN], "options": opts})
+        benchmark_cold_ms = (time.perf_counter() - t0) * 1000
 
-            df = mpf_frame(bars)
-            mpf_candle = timed(
-                lambda: mpf_render(df, type="candle", volume=True, mav=(20, 50)), MPF_RUNS
-            )
-            mpf_line = timed(lambda: mpf_render(df, type="line"), MPF_RUNS)
-            bare_line = timed(lambda: bare_matplotlib_line(days, c), RUNS)
+        df = mpf_frame(bars)
+        mpf_candle = timed(
+            lambda: mpf_render(df, type="candle", volume=True, mav=(20, 50)), MPF_RUNS
+        )
+        mpf_line = timed(lambda: mpf_render(df, type="line"), MPF_RUNS)
+        bare_line = timed(lambda: bare_matplotlib_line(days, c), RUNS)
 
-            def job(kind: str, symbols: list[str], options: dict):
-                return lambda: chart_data.draw_job(kind, {"symbols": symbols, "options": options})
+        def job(kind: str, symbols: list[str], options: dict):
+            return lambda: chart_data.draw_job(kind, {"symbols": symbols, "options": options})
 
-            candle_draw = timed(
-                lambda: charts.candlestick_chart(
-                    days, o, h, lo, c, vol, mas, title=MAIN, width=WIDTH, height=HEIGHT
-                ),
-                RUNS,
-            )
-            line_draw = timed(
-                lambda: charts.line_chart(
-                    [(MAIN, days, c)], title=MAIN, width=WIDTH, height=HEIGHT
-                ),
-                RUNS,
-            )
-            svg_opts = {**candle_opts, "format": "svg"}
-            candle_peer = (mpf_candle, "mpf candle, volume, mav=(20,50)")
-            rows = [
-                ("candlestick + volume + MA 20/50, draw only", candle_draw, *candle_peer),
-                (
-                    "candlestick job (draw_job, Redis read incl.)",
-                    timed(job("candlestick", [MAIN], candle_opts), RUNS),
-                    *candle_peer,
-                ),
-                ("line 1 symbol, draw only", line_draw, mpf_line, "mpf line"),
-                ("line 1 symbol, draw only", line_draw, bare_line, "bare Figure+plot+savefig"),
-                (
-                    "line job, 1 symbol",
-                    timed(job("line", [MAIN], opts), RUNS),
-                    mpf_line,
-                    "mpf line",
-                ),
-                ("line job, 5 symbols", timed(job("line", PEERS, opts), RUNS), None, ""),
-                ("compare job, 5 symbols", timed(job("compare", PEERS, opts), RUNS), None, ""),
-                (
-                    "benchmark job (index cached)",
-                    timed(job("benchmark", [MAIN], opts), RUNS),
-                    None,
-                    "",
-                ),
-                (
-                    "candlestick job, SVG",
-                    timed(job("candlestick", [MAIN], svg_opts), max(5, RUNS // 3)),
-                    None,
-                    "",
-                ),
-            ]
-            label, _, _ = chart_data.benchmark_reference(r, MAIN)
-            memory = memory_check(charts, days, c)
-        finally:
-            server.stop()
-            if old_url is None:
-                os.environ.pop("REDIS_URL", None)
-            else:
-                os.environ["REDIS_URL"] = old_url
-            reset_clients()
+        candle_draw = timed(
+            lambda: charts.candlestick_chart(
+                days, o, h, lo, c, vol, mas, title=MAIN, width=WIDTH, height=HEIGHT
+            ),
+            RUNS,
+        )
+        line_draw = timed(
+            lambda: charts.line_chart([(MAIN, days, c)], title=MAIN, width=WIDTH, height=HEIGHT),
+            RUNS,
+        )
+        svg_opts = {**candle_opts, "format": "svg"}
+        candle_peer = (mpf_candle, "mpf candle, volume, mav=(20,50)")
+        rows = [
+            ("candlestick + volume + MA 20/50, draw only", candle_draw, *candle_peer),
+            (
+                "candlestick job (draw_job, Redis read incl.)",
+                timed(job("candlestick", [MAIN], candle_opts), RUNS),
+                *candle_peer,
+            ),
+            ("line 1 symbol, draw only", line_draw, mpf_line, "mpf line"),
+            ("line 1 symbol, draw only", line_draw, bare_line, "bare Figure+plot+savefig"),
+            (
+                "line job, 1 symbol",
+                timed(job("line", [MAIN], opts), RUNS),
+                mpf_line,
+                "mpf line",
+            ),
+            ("line job, 5 symbols", timed(job("line", PEERS, opts), RUNS), None, ""),
+            ("compare job, 5 symbols", timed(job("compare", PEERS, opts), RUNS), None, ""),
+            (
+                "benchmark job (index cached)",
+                timed(job("benchmark", [MAIN], opts), RUNS),
+                None,
+                "",
+            ),
+            (
+                "candlestick job, SVG",
+                timed(job("candlestick", [MAIN], svg_opts), max(5, RUNS // 3)),
+                None,
+                "",
+            ),
+        ]
+        label, _, _ = chart_data.benchmark_reference(r, MAIN)
+        memory = memory_check(charts, days, c)
 
     lines = [
         "## Charts: render time per kind vs mplfinance",

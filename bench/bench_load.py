@@ -15,17 +15,16 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import redis
 
+from bench.common import private_redis
 from stocks import loader, storage
-from stocks.config import STOCKS_DB, redis_client, reset_clients
+from stocks.config import STOCKS_DB, redis_client
 from stocks.csv_source import parse_csv
-from stocks.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
@@ -83,52 +82,36 @@ def _cli_load(url: str, workers: int) -> int:
 def run() -> str:
     if not SP500_DIR.is_dir():
         return "## Load 505 CSV files\n\nSkipped: ../shared/data/sp500_daily is absent.\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(tmp, appendonly=False).start()
-        old_url = os.environ.get("REDIS_URL")
-        os.environ["REDIS_URL"] = server.url
-        reset_clients()
-        try:
-            client = redis.Redis.from_url(server.url, db=STOCKS_DB)
-            cases = [
-                (
-                    "serial (--workers 1)",
-                    lambda: loader.load_csv(SP500_DIR, workers=1, progress=False).rows,
-                ),
-                (
-                    "2 processes, each writes (default)",
-                    lambda: (
-                        loader.load_csv(SP500_DIR, workers=2, kind="process", progress=False).rows
-                    ),
-                ),
-                (
-                    "2 threads, each writes",
-                    lambda: (
-                        loader.load_csv(SP500_DIR, workers=2, kind="thread", progress=False).rows
-                    ),
-                ),
-                ("2 processes parse, parent writes", lambda: parent_writes(SP500_DIR, 2)),
-                ("`stocks load` command, --workers 2", lambda: _cli_load(server.url, 2)),
-            ]
-            results = {}
-            load_before = os.getloadavg()[0]
-            for name, load in cases:
-                runs = [_measure(client, load) for _ in range(REPEATS)]
-                results[name] = (
-                    min(r[0] for r in runs),
-                    statistics.median(r[0] for r in runs),
-                    runs[-1][1],
-                    statistics.median(r[2] for r in runs),
-                    statistics.median(r[3] for r in runs),
-                )
-            load_after = os.getloadavg()[0]
-        finally:
-            server.stop()
-            if old_url is None:
-                os.environ.pop("REDIS_URL", None)
-            else:
-                os.environ["REDIS_URL"] = old_url
-            reset_clients()
+    with private_redis(appendonly=False) as server:
+        client = redis.Redis.from_url(server.url, db=STOCKS_DB)
+        cases = [
+            (
+                "serial (--workers 1)",
+                lambda: loader.load_csv(SP500_DIR, workers=1, progress=False).rows,
+            ),
+            (
+                "2 processes, each writes (default)",
+                lambda: loader.load_csv(SP500_DIR, workers=2, kind="process", progress=False).rows,
+            ),
+            (
+                "2 threads, each writes",
+                lambda: loader.load_csv(SP500_DIR, workers=2, kind="thread", progress=False).rows,
+            ),
+            ("2 processes parse, parent writes", lambda: parent_writes(SP500_DIR, 2)),
+            ("`stocks load` command, --workers 2", lambda: _cli_load(server.url, 2)),
+        ]
+        results = {}
+        load_before = os.getloadavg()[0]
+        for name, load in cases:
+            runs = [_measure(client, load) for _ in range(REPEATS)]
+            results[name] = (
+                min(r[0] for r in runs),
+                statistics.median(r[0] for r in runs),
+                runs[-1][1],
+                statistics.median(r[2] for r in runs),
+                statistics.median(r[3] for r in runs),
+            )
+        load_after = os.getloadavg()[0]
     return _report(results, (load_before, load_after))
 
 

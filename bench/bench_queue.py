@@ -19,16 +19,16 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import redis
 
+from bench.common import private_redis, synthetic_bars
 from stocks import jobs, storage
-from stocks.config import STOCKS_DB, redis_client, reset_clients
-from stocks.redis_server import RedisServer, env_with_redis
+from stocks.config import STOCKS_DB, redis_client
+from stocks.redis_server import env_with_redis
 
 JOBS = int(os.environ.get("BENCH_QUEUE_JOBS", "2000"))
 RQ_JOBS = int(os.environ.get("BENCH_QUEUE_RQ_JOBS", "400"))
@@ -105,16 +105,6 @@ def hotqueue_peer(port: int, n: int) -> tuple[float, float]:
 # --- end to end --------------------------------------------------------------------------
 
 
-def _bars(seed: int, n: int = 1259) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, n)))
-    open_ = close * (1 + rng.normal(0, 0.006, n))
-    high = np.maximum(open_, close) * (1 + rng.random(n) * 0.01)
-    low = np.minimum(open_, close) * (1 - rng.random(n) * 0.01)
-    days = np.busday_offset(np.datetime64("2013-02-08"), np.arange(n), roll="forward")
-    return storage.make_bars(days, open_, high, low, close, rng.integers(1e6, 5e7, n))
-
-
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -130,7 +120,7 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
 
     r0 = redis_client(STOCKS_DB)
     for i, sym in enumerate(("AAPL", "MSFT")):
-        storage.replace_series(r0, sym, _bars(i), {"source": "synthetic"})
+        storage.replace_series(r0, sym, synthetic_bars(i), {"source": "synthetic"})
     client = create_app({"TESTING": True}).test_client()
     cases = [
         ("line, 5 years", {"kind": "line", "symbols": ["AAPL"]}),
@@ -185,26 +175,14 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
 
 
 def run() -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(Path(tmp) / "redis", appendonly=True).start()
-        old_url = os.environ.get("REDIS_URL")
-        os.environ["REDIS_URL"] = server.url
-        reset_clients()
-        try:
-            rounds: dict[str, list[tuple[float, float]]] = {"ours": [], "rq": [], "hq": []}
-            for _ in range(ROUNDS):  # interleaved, so all three see the same machine load
-                rounds["ours"].append(ours(JOBS))
-                rounds["rq"].append(rq_peer(server.url, RQ_JOBS))
-                rounds["hq"].append(hotqueue_peer(server.port, JOBS))
-                redis.Redis.from_url(server.url).flushall()
-            e2e = end_to_end(server.url, Path(tmp))
-        finally:
-            server.stop()
-            if old_url is None:
-                os.environ.pop("REDIS_URL", None)
-            else:
-                os.environ["REDIS_URL"] = old_url
-            reset_clients()
+    with private_redis(appendonly=True) as server:
+        rounds: dict[str, list[tuple[float, float]]] = {"ours": [], "rq": [], "hq": []}
+        for _ in range(ROUNDS):  # interleaved, so all three see the same machine load
+            rounds["ours"].append(ours(JOBS))
+            rounds["rq"].append(rq_peer(server.url, RQ_JOBS))
+            rounds["hq"].append(hotqueue_peer(server.port, JOBS))
+            redis.Redis.from_url(server.url).flushall()
+        e2e = end_to_end(server.url, server.workdir.parent)
 
     def rate(n: int, runs: list[tuple[float, float]]) -> tuple[float, float, float]:
         """Best round (least disturbed by other load): enqueue, drain, enqueue -> finished."""
