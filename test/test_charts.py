@@ -366,3 +366,32 @@ def test_real_series_with_missing_cells_render(r0):
         options = {"moving_averages": [20, 50]} if kind == "candlestick" else {}
         image, _ = draw_job(kind, {"symbols": symbols, "options": options})
         assert png_size(image) == (1200, 700)
+
+
+def test_default_title_says_when_prices_are_synthetic(r0, monkeypatch):
+    r = r0
+    titles = []
+    real_line_chart = charts.line_chart
+
+    def spy(series, *, title, **kwargs):
+        titles.append(title)
+        return real_line_chart(series, title=title, **kwargs)
+
+    monkeypatch.setattr(charts, "line_chart", spy)
+    bars = synthetic_series_for_title_test()
+    storage.replace_series(r, "REAL", bars, {"source": "csv"})
+    storage.replace_series(r, "FAKE", bars, {"source": "synthetic"})
+    chart_data.draw_job("line", {"symbols": ["REAL"], "options": {"width": 300, "height": 200}})
+    chart_data.draw_job("line", {"symbols": ["FAKE"], "options": {"width": 300, "height": 200}})
+    mine = {"symbols": ["FAKE"], "options": {"width": 300, "height": 200, "title": "Mine"}}
+    chart_data.draw_job("line", mine)
+    assert not titles[0].endswith("(synthetic data)")
+    assert titles[1].endswith("(synthetic data)")
+    assert titles[2] == "Mine"
+
+
+def synthetic_series_for_title_test() -> np.ndarray:
+    days = np.arange(np.datetime64("2017-01-02"), np.datetime64("2017-03-01"))
+    days = days[np.is_busday(days)]
+    close = np.linspace(10, 20, len(days))
+    return storage.make_bars(days, close, close + 1, close - 1, close, np.full(len(days), 100))

@@ -209,6 +209,13 @@ def benchmark_reference(
 # --- kinds -----------------------------------------------------------------------------
 
 
+def _title(opts: dict, default: str) -> str:
+    """The user's title, else ours, which says so when the prices are synthetic."""
+    if opts["title"]:
+        return opts["title"]
+    return default + (" (synthetic data)" if opts.get("synthetic") else "")
+
+
 def _line(r, symbols, start, end, opts) -> bytes:
     series = []
     for sym in symbols:
@@ -216,7 +223,7 @@ def _line(r, symbols, start, end, opts) -> bytes:
         series.append((sym, bars["date"], bars["close"]))
     first = min(s[1][0] for s in series)
     last = max(s[1][-1] for s in series)
-    title = opts["title"] or f"{_symbols_text(symbols)} daily close {_span([first, last])}"
+    title = _title(opts, f"{_symbols_text(symbols)} daily close {_span([first, last])}")
     return charts.line_chart(
         series,
         title=title,
@@ -245,7 +252,7 @@ def _candlestick(r, symbols, start, end, opts) -> bytes:
             raise ChartDataError(f"moving average window must be positive, not {window}")
         averages.append((f"MA {window}", moving_average(history["close"], window)[lo:]))
     volume = storage.volumes_as_float(bars) if opts["volume"] else None
-    title = opts["title"] or f"{sym} daily OHLC {_span(bars['date'])}"
+    title = _title(opts, f"{sym} daily OHLC {_span(bars['date'])}")
     return charts.candlestick_chart(
         bars["date"],
         bars["open"],
@@ -266,7 +273,7 @@ def _change_chart(labels, days, matrix, title_default, opts) -> bytes:
     series = [(label, days, changes[:, j]) for j, label in enumerate(labels)]
     return charts.line_chart(
         series,
-        title=opts["title"] or title_default,
+        title=_title(opts, title_default),
         ylabel="Change (%)",
         width=opts["width"],
         height=opts["height"],
@@ -329,5 +336,8 @@ def draw_job(kind: str, params: dict) -> tuple[bytes, str]:
     if start and end and start > end:
         raise ChartDataError(f"start {start} is after end {end}")
     opts = _options(params.get("options"))
-    image = build(redis_client(STOCKS_DB), symbols, start, end, opts)
+    r = redis_client(STOCKS_DB)
+    sources = {meta.get("source") for meta in storage.get_metas(r, symbols).values()}
+    opts["synthetic"] = "synthetic" in sources
+    image = build(r, symbols, start, end, opts)
     return image, charts.content_type(opts["format"])
