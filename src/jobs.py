@@ -484,6 +484,21 @@ def cancel_or_delete(job_id: str) -> str:
     return _text(_run(redis_client(QUEUE_DB), "cancel_or_delete", job_id, result_ttl()))
 
 
+def queue_stats() -> dict[str, int]:
+    """Waiting jobs, jobs held by workers, and workers heard from within the timeout."""
+    r = redis_client(QUEUE_DB)
+    seconds, micros = r.time()
+    now_ms = seconds * 1000 + micros // 1000
+    workers = [_text(w) for w in r.zrange(WORKERS_KEY, 0, -1)]
+    pipe = r.pipeline(transaction=False)
+    pipe.llen(WAITING_KEY)
+    pipe.zcount(WORKERS_KEY, now_ms - int(worker_timeout() * 1000), "+inf")
+    for worker in workers:
+        pipe.llen(PROCESSING_PREFIX + worker)
+    waiting, alive, *held = pipe.execute()
+    return {"waiting": int(waiting), "taken": int(sum(held)), "workers": int(alive)}
+
+
 # --- the queue ---------------------------------------------------------------------------
 
 

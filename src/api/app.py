@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_openapi3 import Info, OpenAPI
 
-from stocks.api import analytics, job_routes, prices
+from stocks.api import analytics, job_routes, metrics, prices
 from stocks.api.errors import register_error_handlers, validation_error_response
 from stocks.api.models import ErrorBody
 
@@ -29,4 +29,5 @@ def create_app(config: dict | None = None) -> Flask:
     prices.register(app)
     analytics.register(app)
     job_routes.register(app)
+    metrics.register(app)
     return app
