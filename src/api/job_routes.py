@@ -25,9 +25,9 @@ from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, Jo
 from stocks.api.models import ErrorBody
 from stocks.api.respond import json_response
 from stocks.config import QUEUE_DB, STOCKS_DB, env_str, redis_client, redis_url
+from stocks.constituents import INDEX_SYMBOL
 
 tag_jobs = Tag(name="jobs", description="chart jobs: request, poll, download")
-INDEX_SYMBOL = "^GSPC"
 DEFAULT_JOB_RATE = "120/minute"
 ERRORS = {400: ErrorBody, 404: ErrorBody}
 

@@ -20,9 +20,9 @@ import redis
 from stocks import storage
 from stocks.chart_spec import DEFAULT_OPTIONS, SYMBOL_COUNTS
 from stocks.config import STOCKS_DB, redis_client
+from stocks.constituents import INDEX_SYMBOL
 from stocks.worker import charts
 
-SP500_SYMBOL = "^GSPC"
 SP500_LABEL = "S&P 500 (^GSPC)"
 
 
@@ -191,12 +191,12 @@ def benchmark_reference(
 ) -> tuple[str, np.ndarray, np.ndarray]:
     """(label, dates, levels) of the benchmark: ^GSPC when loaded, else an equal-weight
     index of every loaded ticker (all stored symbols except ^GSPC itself)."""
-    if symbol != SP500_SYMBOL:
-        found = storage.read_series(r, SP500_SYMBOL, start, end)
+    if symbol != INDEX_SYMBOL:
+        found = storage.read_series(r, INDEX_SYMBOL, start, end)
         if found is not None:
             bars = found[1]
             return SP500_LABEL, bars["date"], bars["close"]
-    members = [s for s in storage.list_symbols(r) if s != SP500_SYMBOL]
+    members = [s for s in storage.list_symbols(r) if s != INDEX_SYMBOL]
     if not members:
         raise ChartDataError("no tickers are loaded to build an equal-weight index")
     days, index, n = _equal_weight_reference(r, members)
