@@ -108,8 +108,10 @@ def _interrupt(signum, frame) -> None:
 
 
 def run(host: str, port: int) -> int:
-    # SIGTERM (kill, a supervisor, `timeout`) stops everything just like Ctrl-C does.
+    # SIGTERM (kill, a supervisor, `timeout`) stops everything just like Ctrl-C does, and
+    # so does SIGINT even when a non-interactive parent shell started us ignoring it.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     server = ensure_redis()
     if server is not None:
         os.environ["REDIS_URL"] = server.url

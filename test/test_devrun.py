@@ -1,0 +1,96 @@
+"""`stocks run` (what `make run` calls), end to end as a new user meets it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from stocks.redis_server import free_port, ping
+
+CSV = "date,open,high,low,close,volume,Name\n" + "".join(
+    f"2017-01-{day:02d},{10 + day},{11 + day},{9 + day},{10.5 + day},{1000 * day},X\n"
+    for day in (3, 4, 5, 6, 9, 10)
+)
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ready(base: str) -> bool:
+    try:
+        return get_json(base + "/ready")[0] == 200
+    except OSError:
+        return False
+
+
+def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_path):
+    data = tmp_path / "prices"
+    data.mkdir()
+    for symbol in ("AAPL", "MSFT"):
+        (data / f"{symbol}.csv").write_text(CSV)
+    redis_url = f"redis://127.0.0.1:{free_port()}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_DATA_DIR": str(data)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stocks.cli", "run", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: ready(base), 90, "/ready")
+        assert ping(redis_url)
+        status, body = get_json(base + "/tickers")
+        assert status == 200 and [t["symbol"] for t in body["tickers"]] == ["AAPL", "MSFT"]
+
+        request = urllib.request.Request(
+            base + "/jobs",
+            data=json.dumps({"kind": "line", "symbols": ["aapl", "msft"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            job = json.loads(resp.read())
+        assert resp.status == 202
+        wait_for(
+            lambda: get_json(base + job["links"]["self"])[1]["status"] == "finished",
+            60,
+            "the worker to draw the chart",
+        )
+        with urllib.request.urlopen(base + job["links"]["image"], timeout=5) as resp:
+            assert resp.headers["Content-Type"] == "image/png"
+            assert resp.read(8) == b"\x89PNG\r\n\x1a\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
+        output, _ = proc.communicate(timeout=90)
+
+    assert proc.returncode == 0, output
+    assert f"API ready at {base}" in output
+    assert "[stocks run] stopping" in output
+    assert "loading CSV files from" in output
+    assert not ping(redis_url), "the redis-server it started must stop with it"
+    assert not ready(base)
+    assert (tmp_path / ".run" / "redis" / "appendonly.aof").exists()
