@@ -32,6 +32,7 @@ from stocks import storage
 from stocks.api import prices
 from stocks.api.errors import ApiError
 from stocks.api.models import (
+    CSV_TOO,
     ApiModel,
     DateRange,
     ErrorBody,
@@ -163,11 +164,7 @@ class IndicatorPoint(BaseModel):
 
 
 class IndicatorOut(BaseModel):
-    model_config = ConfigDict(
-        openapi_extra={
-            "content": {"text/csv": {"schema": {"type": "string"}}},
-        }
-    )
+    model_config = CSV_TOO
     symbol: str
     indicator: str
     params: dict[str, float]
