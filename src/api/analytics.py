@@ -16,8 +16,6 @@ next request and nothing stale is ever served.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -31,6 +29,7 @@ from stocks import analytics as calc
 from stocks import storage
 from stocks.api import prices
 from stocks.api.errors import ApiError
+from stocks.api.lru import LockedLRU
 from stocks.api.models import (
     CSV_TOO,
     ApiModel,
@@ -200,37 +199,10 @@ class Series:
         return storage.days_to_iso(self.bars["date"])
 
 
-class LRU:
-    """A small thread-safe LRU (gthread workers share it between threads)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            value = self.items.get(key)
-            if value is not None:
-                self.items.move_to_end(key)
-            return value
-
-    def put(self, key, value) -> None:
-        with self.lock:
-            self.items[key] = value
-            self.items.move_to_end(key)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-
-
 # (symbol, version) -> Series: ~150 kB per 5-year series.
-CACHE = LRU(CACHE_SIZE)
+CACHE = LockedLRU(CACHE_SIZE)
 # (symbol, version, indicator, params) -> JSON-ready rows: ~0.4 MB per 5-year answer.
-INDICATOR_CACHE = LRU(INDICATOR_CACHE_SIZE)
+INDICATOR_CACHE = LockedLRU(INDICATOR_CACHE_SIZE)
 
 
 def unknown_symbol(raw: str) -> ApiError:

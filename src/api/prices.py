@@ -17,8 +17,7 @@ body that breaks the bar rules is a 400 (like every invalid input here, not 422)
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 
 import numpy as np
 import orjson
@@ -29,6 +28,7 @@ from flask_openapi3 import APIBlueprint, OpenAPI, Tag
 from stocks import storage
 from stocks.api import auth
 from stocks.api.errors import ApiError, error_response
+from stocks.api.lru import LockedLRU
 from stocks.api.models import (
     BarBody,
     BarPath,
@@ -73,7 +73,7 @@ WRITE_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 
 class ResponseCache:
-    """A thread-safe LRU of encoded answers, bounded by the total size of their bodies.
+    """An LRU of encoded answers, bounded by the total size of their bodies.
 
     Key: the raw request (path, query string, Accept header). Value: the symbols the
     answer depends on (every stored spelling tried), their data versions when it was
@@ -83,34 +83,18 @@ class ResponseCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self.size = 0
-        self._items: OrderedDict[tuple, tuple] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lru = LockedLRU(max_bytes, getsizeof=lambda item: len(item[2]))
 
     def get(self, key: tuple) -> tuple | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
+        return self._lru.get(key)
 
     def put(self, key: tuple, symbols: tuple, versions: tuple, body: bytes, ctype: str) -> None:
         if len(body) > self.max_bytes // 8:
             return
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.size -= len(old[2])
-            self._items[key] = (symbols, versions, body, ctype)
-            self.size += len(body)
-            while self.size > self.max_bytes:
-                _, evicted = self._items.popitem(last=False)
-                self.size -= len(evicted[2])
+        self._lru.put(key, (symbols, versions, body, ctype))
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.size = 0
+        self._lru.clear()
 
 
 cache = ResponseCache(env_int("STOCKS_API_CACHE_MB", 128) * 1024 * 1024)
