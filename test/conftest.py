@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import redis
 
@@ -14,6 +16,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 SP500_DIR = SHARED_DATA / "sp500_daily"
 YAHOO_DIR = SHARED_DATA / "yahoo"
+
+
+def business_days(start: str, end: str) -> np.ndarray:
+    """Weekdays from start to end, both included, as datetime64[D]."""
+    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
+    return days[np.is_busday(days)]
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true (returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
 
 needs_shared = pytest.mark.skipif(
     not SP500_DIR.is_dir(), reason="../shared/data is absent (real S&P 500 data)"

@@ -11,16 +11,11 @@ from urllib.parse import urljoin
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SP500_DIR, needs_shared
+from conftest import SP500_DIR, business_days, needs_shared
 
 from stocks import storage
 from stocks.api.app import create_app
 from stocks.resample import resample
-
-
-def business_days(start: str, end: str) -> np.ndarray:
-    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
-    return days[np.is_busday(days)]
 
 
 def make_series(start="2013-02-08", end="2018-02-07", seed=3, adj=False) -> np.ndarray:

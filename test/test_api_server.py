@@ -13,17 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import business_days
 
 from stocks import storage
 from stocks.redis_server import free_port
 
 KEY = "server-test-key"
 STOCKS = Path(sys.executable).with_name("stocks")
-
-
-def business_days(start: str, end: str) -> np.ndarray:
-    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
-    return days[np.is_busday(days)]
 
 
 def get(port: int, path: str, method: str = "GET", body: dict | None = None, headers=None):

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SP500_DIR, needs_shared
+from conftest import SP500_DIR, business_days, needs_shared
 
 from stocks import storage
 from stocks.resample import resample
-
-
-def business_days(start: str, end: str) -> np.ndarray:
-    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
-    return days[np.is_busday(days)]
 
 
 def random_bars(days: np.ndarray, seed: int = 7, holes: bool = True) -> np.ndarray:

@@ -7,13 +7,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import business_days
 
 from stocks import storage
-
-
-def business_days(start: str, end: str) -> np.ndarray:
-    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
-    return days[np.is_busday(days)]
 
 
 def series(start: str = "2013-02-08", end: str = "2018-02-07", seed: int = 1) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import wait_for
 from test_jobs_api import load
 from worker_stub import FINISHED_KEY, RAN_KEY
 
@@ -45,16 +46,6 @@ def spawn(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def statuses(ids) -> list[str | None]:

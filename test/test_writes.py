@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import business_days
 
 from stocks import storage
 from stocks.api.app import create_app
@@ -14,11 +15,6 @@ from stocks.api.app import create_app
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BAR = {"open": 10.5, "high": 11.25, "low": 10.0, "close": 11.0, "volume": 1234}
-
-
-def business_days(start: str, end: str) -> np.ndarray:
-    days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
-    return days[np.is_busday(days)]
 
 
 @pytest.fixture
