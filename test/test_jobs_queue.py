@@ -36,6 +36,21 @@ def test_a_refused_enqueue_leaves_nothing(dbs):
     assert dbs[2].dbsize() == 0
 
 
+def test_putting_an_id_again_changes_nothing_even_after_the_job_finished(dbs):
+    queue = JobQueue("w1")
+    job_id = queue.put("line", {"i": 1})
+    assert queue.put("line", {"i": 1}, job_id=job_id) == job_id  # still queued: one entry
+    assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]
+    queue.finish(queue.get(timeout=0.5), b"img", "image/png")
+    before = dbs[2].hgetall(f"job:{job_id}")
+    queue.put("line", {"i": 2}, job_id=job_id)  # e.g. a retry whose first reply was lost
+    assert dbs[2].hgetall(f"job:{job_id}") == before
+    assert before[b"status"] == b"finished"
+    assert dbs[1].llen("queue:waiting") == 0 and queue.get(block=False) is None
+    with pytest.raises(ValueError):
+        queue.put("line", {}, job_id="not-an-id")
+
+
 def test_fifo_and_the_job_moves_into_the_workers_own_list(dbs):
     queue = JobQueue("w1")
     ids = [queue.put("line", {"i": i}) for i in range(3)]
