@@ -246,6 +246,20 @@ def test_identical_request_reuses_the_image_until_the_data_changes(client, r0):
     assert job is not None and job.id == third
 
 
+def test_an_identical_request_queued_behind_is_answered_when_the_first_finishes(client):
+    queue = jobs.JobQueue()
+    body = {"kind": "line", "symbols": ["AAPL"], "options": {"title": "twice"}}
+    first = post(client, body).get_json()["id"]
+    second = post(client, body).get_json()["id"]
+    job = queue.get(timeout=0.5)
+    assert job.id == first
+    # finishing stores the image before the next job starts, so the twin is not drawn
+    outcome = queue.finish(job, b"PNG1", "image/png", take_next=True)
+    assert outcome.status == "finished" and outcome.next_job is None
+    assert client.get(f"/jobs/{second}").get_json()["status"] == "finished"
+    assert client.get(f"/jobs/{second}/image").data == b"PNG1"
+
+
 def test_job_records_and_images_expire_together(client, redis_url, monkeypatch):
     import redis
 
