@@ -78,6 +78,7 @@ CACHE_PREFIX = "cache:"
 STATUSES = ("queued", "running", "finished", "failed", "cancelled")
 TERMINAL = ("finished", "failed", "cancelled")
 LIST_SCAN_BUDGET = 2000
+BLOCK_SLICE = 10.0  # longest BLMOVE, in s: well under the client's socket timeout (30 s)
 ID_LENGTH = 28  # 14 hex digits of epoch microseconds + 14 random hex digits
 
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
@@ -158,7 +159,8 @@ local function fail_record(id, msg, ttl, now)
   redis.call('EXPIRE', job_key(id), ttl)
 end
 
--- queued -> running for a job already in w's processing list
+-- queued -> running for a job already in w's processing list: {'started', id, kind,
+-- params, attempts}, or {status, id} when it is not runnable (and it leaves the list)
 local function start(id, w, token, max_attempts, ttl, now)
   use(JOBS_DB)
   local key = job_key(id)
@@ -193,7 +195,7 @@ local function start(id, w, token, max_attempts, ttl, now)
   end
   redis.call('HSET', key, 'status', 'running', 'started_at', now, 'worker', w, 'token', token,
              'attempts', attempts + 1)
-  return {'running', id, rec[3], rec[4], tostring(attempts + 1)}
+  return {'started', id, rec[3], rec[4], tostring(attempts + 1)}
 end
 
 -- move ids from the queue until one starts; false when the queue is empty. ``id``: one
@@ -206,10 +208,43 @@ local function take(w, token, max_attempts, ttl, now, id)
       if not id then return false end
     end
     local res = start(id, w, token, max_attempts, ttl, now)
-    if res[1] == 'running' then return res end
+    if res[1] == 'started' then return res end
     id = nil
   end
   return false
+end
+
+-- A call that takes a job is sent again when its reply is lost, and by then the lost call
+-- may have taken one: it is in w's list, running with this call's token, or still queued
+-- (a BLMOVE whose reply was lost). Hand that one out rather than take another that would
+-- wait there unseen. Other queued leftovers go back to the front of the line; jobs
+-- running under other tokens are left alone (a worker may hold several).
+local function recover(w, token, max_attempts, ttl, now)
+  use(QUEUE_DB)
+  local ids = redis.call('LRANGE', processing(w), 0, -1)
+  local found, leftovers = false, {}
+  use(JOBS_DB)
+  for i = #ids, 1, -1 do  -- oldest first
+    local rec = redis.call('HMGET', job_key(ids[i]), 'status', 'token', 'kind', 'params',
+                           'attempts')
+    if rec[1] == 'running' and rec[2] == token then
+      found = {'started', ids[i], rec[3], rec[4], rec[5]}
+    elseif rec[1] ~= 'running' then
+      leftovers[#leftovers + 1] = ids[i]
+    end
+  end
+  for _, id in ipairs(leftovers) do
+    if not found then
+      local res = start(id, w, token, max_attempts, ttl, now)
+      if res[1] == 'started' then found = res end
+    else
+      use(JOBS_DB)
+      local status = redis.call('HGET', job_key(id), 'status')
+      drop(w, id)
+      if status == 'queued' then redis.call('RPUSH', WAITING, id) end
+    end
+  end
+  return found
 end
 """
 
@@ -238,23 +273,36 @@ end
 return now
 """
 
-# ARGV: worker, token, max_attempts, ttl
-_TAKE = "return take(ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], now_ms())"
+# ARGV: worker, token, max_attempts, ttl, retry ('1' after a lost reply)
+_TAKE = """
+local w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], now_ms()
+return (ARGV[5] == '1' and recover(w, token, max_attempts, ttl, now))
+       or take(w, token, max_attempts, ttl, now)
+"""
 
-# ARGV: id, worker, token, max_attempts, ttl
-_START = "return start(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], now_ms())"
+# ARGV: id (just moved into w's list by BLMOVE), worker, token, max_attempts, ttl, retry
+_START = """
+local id, w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
+                                             ARGV[5], now_ms()
+if ARGV[6] == '1' then return recover(w, token, max_attempts, ttl, now) or {'gone', id} end
+return start(id, w, token, max_attempts, ttl, now)
+"""
 
 # ARGV: id, worker, token, ttl, data, content_type, next_token ('' = do not take next),
-#       max_attempts
+#       max_attempts, retry ('1' after a lost reply: finishing again changes nothing, and
+#       the next job is the one the lost call took, if it took one)
 # Order: the queue DB (let go of this job, move the next one in), the record, the image,
 # then the next job's record; the image is stored before the next job starts so that an
 # identical request queued behind this one is answered from it.
 _FINISH = """
 local id, w, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local take_next, retry = ARGV[7] ~= '', ARGV[9] == '1'
 local now = now_ms()
 drop(w, id)
 local first = false
-if ARGV[7] ~= '' then first = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT') end
+if take_next and not retry then
+  first = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT')
+end
 use(JOBS_DB)
 local key = job_key(id)
 local rec = redis.call('HMGET', key, 'status', 'token', 'cache_key')
@@ -272,7 +320,12 @@ elseif rec[1] == 'finished' and rec[2] == token then
   result = 'finished'  -- a retry after a lost reply
 end
 local nxt = false
-if first then nxt = take(w, ARGV[7], tonumber(ARGV[8]), ttl, now, first) end
+if retry and take_next then
+  nxt = recover(w, ARGV[7], tonumber(ARGV[8]), ttl, now)
+         or take(w, ARGV[7], tonumber(ARGV[8]), ttl, now)
+elseif first then
+  nxt = take(w, ARGV[7], tonumber(ARGV[8]), ttl, now, first)
+end
 return {result, nxt}
 """
 
@@ -424,7 +477,9 @@ class _Wire(threading.local):
             self.pool, self.pid = pool, os.getpid()
         return self.conn
 
-    def call(self, *args: object):
+    def call(self, *args: object, resend: tuple | None = None, retry: bool = True):
+        """One command. A lost reply means it may have run: a retry sends ``resend``
+        instead when given; ``retry=False`` raises at once."""
         conn = self.connection()
         packed = [hiredis.pack_command(args)]
 
@@ -436,19 +491,42 @@ class _Wire(threading.local):
             return roundtrip()
         except (redis.ConnectionError, redis.TimeoutError):
             conn.disconnect()  # a stale socket (Redis restarted): the policy takes over
+            if not retry:
+                raise
+        if resend is not None:
+            packed = [hiredis.pack_command(resend)]
         return conn.retry.call_with_retry(roundtrip, lambda _error: conn.disconnect())
 
 
 _wire = _Wire()
 
 
-def _run(name: str, *args: object):
-    """EVALSHA, loading the script once per server (again after a restart without AOF)."""
+def _run(name: str, *args: object, resend: tuple | None = None):
+    """EVALSHA, loading the script once per server (again after a restart without AOF).
+
+    ``resend``: the arguments to send instead if the reply is lost (see ``_run_taking``).
+    """
+    sha = _SHAS[name]
+    again = ("EVALSHA", sha, 0, *resend) if resend is not None else None
     try:
-        return _wire.call("EVALSHA", _SHAS[name], 0, *args)
+        return _wire.call("EVALSHA", sha, 0, *args, resend=again)
     except redis.exceptions.NoScriptError:
         _wire.call("SCRIPT", "LOAD", _SOURCES[name])
-        return _wire.call("EVALSHA", _SHAS[name], 0, *args)
+        return _wire.call("EVALSHA", sha, 0, *args, resend=again)
+
+
+def _run_taking(name: str, *args: object):
+    """A script that may take a job, retried on a lost reply without stranding one.
+
+    The lost call may have run and taken a job into this worker's list. A plain retry
+    would take a second one and leave the first there, running in nobody's hands and
+    unseen by the reaper while this worker heartbeats. So every retry says it is one
+    (the last argument), and the script first hands out what the lost call took.
+    """
+    try:
+        return _run(name, *args, "", resend=(*args, "1"))
+    except TRANSIENT:
+        return retry_transient(_run, name, *args, "1")
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -626,24 +704,32 @@ class JobQueue:
         never only in this process's memory.
         """
         token = secrets.token_hex(8)
-        reply = _run("take", *self._take_args(token))
+        reply = _run_taking("take", *self._take_args(token))
         if reply:
             return Job.from_reply(reply, token)
         if not block:
             return None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            job_id = _wire.call(
-                "BLMOVE", WAITING_KEY, PROCESSING_PREFIX + self.worker_id, "RIGHT", "LEFT",
-                max(left, 0.01),
-            )  # fmt: skip
+            try:
+                job_id = _wire.call(
+                    "BLMOVE", WAITING_KEY, PROCESSING_PREFIX + self.worker_id, "RIGHT", "LEFT",
+                    min(max(left, 0.01), BLOCK_SLICE), retry=False,
+                )  # fmt: skip
+            except TRANSIENT:
+                # a lost reply may have moved a job into this worker's list: a take told
+                # it is a retry starts that one rather than leave it there
+                reply = retry_transient(_run, "take", *self._take_args(token), "1")
+                if reply:
+                    return Job.from_reply(reply, token)
+                continue
             if job_id is None:
-                return None
+                continue
             if stop is not None and stop():
                 self.release_own()  # taken while stopping: straight back to the queue
                 return None
-            reply = _run("start", job_id, *self._take_args(token))
-            if _text(reply[0]) == "running":
+            reply = _run_taking("start", job_id, *self._take_args(token))
+            if _text(reply[0]) == "started":
                 return Job.from_reply(reply, token)
         return None
 
@@ -661,10 +747,10 @@ class JobQueue:
         """running -> finished with the image, if ``job`` is still the current attempt.
 
         With ``take_next`` the same script also takes the next job (one round trip per job
-        when the queue is busy).
+        when the queue is busy). Connection errors are retried with backoff (about 10 s).
         """
         token = secrets.token_hex(8) if take_next else ""
-        status, nxt = _run(
+        status, nxt = _run_taking(
             "finish", job.id, self.worker_id, job.token, self.ttl, data, content_type, token,
             self.max_attempts,
         )  # fmt: skip
@@ -757,7 +843,7 @@ class JobQueue:
             log.exception("job %s (%s) crashed", job.id, job.kind)
             retry_transient(self.fail, job, f"internal error while drawing ({type(e).__name__})")
             return None
-        outcome = retry_transient(self.finish, job, data, content_type, take_next)
+        outcome = self.finish(job, data, content_type, take_next)  # retries by itself
         if outcome.status != "finished":
             log.warning("job %s was %s elsewhere; result dropped", job.id, outcome.status)
         return outcome.next_job
@@ -772,8 +858,8 @@ class JobQueue:
         """The worker loop: take, draw, finish, until ``stop()``; survives Redis restarts."""
         backoff = Backoff()
         job: Job | None = None
-        with self.heartbeating():
-            try:
+        try:
+            with self.heartbeating():
                 while not stop():
                     try:
                         if job is None:
@@ -789,13 +875,15 @@ class JobQueue:
                         job = None
                         log.warning("redis error (%s); retrying", e)
                         backoff.sleep()
-            finally:
-                try:
-                    if job is not None:  # taken by finish's take_next after stop was asked
-                        self.put_back(job, refund=True)
-                    self.unregister()
-                except redis.RedisError as e:
-                    log.warning("could not put back or unregister: %s", e)
+        finally:
+            # after the heartbeat thread has stopped, so that no late beat registers the
+            # worker again once it has gone
+            try:
+                if job is not None:  # taken by finish's take_next after stop was asked
+                    self.put_back(job, refund=True)
+                self.unregister()
+            except redis.RedisError as e:
+                log.warning("could not put back or unregister: %s", e)
 
     def worker(self, handler=None, **options):
         """HotQueue's decorator: ``@queue.worker`` makes ``handler`` a loop, ``fn()`` runs it."""

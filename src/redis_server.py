@@ -112,6 +112,22 @@ class RedisServer:
         self.stop(kill=kill)
         return self.start()
 
+    def aof_files(self) -> list[Path]:
+        """The append-only files written so far, oldest first.
+
+        Redis 6 appends to one ``appendonly.aof``; Redis 7 keeps a base file and
+        incremental ones in ``appendonlydir/``, named in its manifest.
+        """
+        single = self.workdir / "appendonly.aof"
+        if single.exists():
+            return [single]
+        parts = self.workdir / "appendonlydir"
+        manifest = next(parts.glob("*.manifest"), None) if parts.is_dir() else None
+        if manifest is None:
+            return []
+        names = [line.split()[1] for line in manifest.read_text().splitlines() if line.strip()]
+        return [parts / name for name in names if (parts / name).exists()]
+
     def __enter__(self) -> RedisServer:
         return self.start()
 

@@ -12,7 +12,7 @@ import urllib.request
 
 from conftest import wait_for
 
-from stocks.redis_server import free_port, ping
+from stocks.redis_server import RedisServer, free_port, ping
 
 CSV = "date,open,high,low,close,volume,Name\n" + "".join(
     f"2017-01-{day:02d},{10 + day},{11 + day},{9 + day},{10.5 + day},{1000 * day},X\n"
@@ -85,4 +85,4 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
     assert "loading CSV files from" in output
     assert not ping(redis_url), "the redis-server it started must stop with it"
     assert not ready(base)
-    assert (tmp_path / ".run" / "redis" / "appendonly.aof").exists()
+    assert RedisServer(tmp_path / ".run" / "redis").aof_files(), "AOF on, as documented"
