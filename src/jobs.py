@@ -736,12 +736,17 @@ class JobQueue:
     def consume(
         self, timeout: float = 1.0, stop: Callable[[], bool] | None = None
     ) -> Iterator[Job]:
-        """Jobs as they come; an idle ``timeout`` ends it. The caller must finish each job."""
-        while not (stop and stop()):
-            job = self.get(timeout=timeout, stop=stop)
-            if job is None:
-                return
-            yield job
+        """Jobs as they come; an idle ``timeout`` ends it. The caller must finish each job.
+
+        It heartbeats meanwhile, so if this process dies the reaper puts back the job it
+        held. (A bare ``get`` does not: wrap its use in ``heartbeating()``.)
+        """
+        with self.heartbeating():
+            while not (stop and stop()):
+                job = self.get(timeout=timeout, stop=stop)
+                if job is None:
+                    return
+                yield job
 
     def finish(self, job: Job, data: bytes, content_type: str, take_next: bool = False) -> Outcome:
         """running -> finished with the image, if ``job`` is still the current attempt.

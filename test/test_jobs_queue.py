@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import orjson
 import pytest
 import redis
+from conftest import wait_for
 
 from stocks import jobs
 from stocks.jobs import JobError, JobQueue
+from stocks.redis_server import env_with_redis
 
 
 @pytest.fixture
@@ -273,6 +278,23 @@ def test_a_stopped_worker_is_not_registered_again_by_a_late_heartbeat(dbs, monke
     )
     time.sleep(0.2)
     assert dbs[1].zcard("queue:workers") == 0
+
+
+def test_a_consumer_killed_mid_job_is_reaped(dbs, redis_url, monkeypatch):
+    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.5")
+    reaper = JobQueue("reaper")
+    job_id = reaper.put("line", {})
+    consumer = (
+        "import os, signal\n"
+        "from stocks.jobs import JobQueue\n"
+        "job = next(JobQueue('consumer').consume(timeout=5))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # dies holding the job\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", consumer], env=env_with_redis(redis_url))
+    assert proc.returncode == -signal.SIGKILL
+    assert jobs.get_job(job_id)["status"] == "running"
+    wait_for(lambda: reaper.reap() == (1, 0), timeout=5, what="the reaper to put it back")
+    assert reaper.get(timeout=0.5).id == job_id
 
 
 def test_put_back_refunds_the_attempt_and_goes_first(dbs):
