@@ -190,6 +190,7 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
 def run() -> str:
     with private_redis(appendonly=True) as server:
         client = redis.Redis.from_url(server.url)
+        version = client.info("server")["redis_version"]
         rounds: dict[str, list[tuple[float, float, float]]] = {"ours": [], "rq": [], "hq": []}
         for _ in range(ROUNDS):  # interleaved, so all three see the same machine load
             rounds["ours"].append(timed_round(client, ours, JOBS))
@@ -214,8 +215,8 @@ def run() -> str:
         "## Job queue",
         "",
         "No-op jobs, enqueue -> finished: one producer enqueues all, then one consumer in the",
-        f"same process drains them; same redis-server (AOF everysec); best of {ROUNDS} rounds,",
-        "the three queues interleaved round by round. Ours writes a",
+        f"same process drains them; same redis-server ({version}, AOF everysec); best of",
+        f"{ROUNDS} rounds, the three queues interleaved round by round. Ours writes a",
         "job record and a queue entry per job and does the CAS transitions, heartbeats and",
         "processing list; hotqueue keeps nothing once a message is popped. Both ours and",
         "hotqueue make two round trips per job (put; finish-and-take-next vs BLPOP).",

@@ -39,9 +39,10 @@ A worker heartbeats into ``queue:workers``; any worker runs the reaper, which pu
 the jobs of workers silent for ``STOCKS_WORKER_TIMEOUT`` s, or fails them once they have
 used ``STOCKS_MAX_ATTEMPTS`` attempts. A call that takes a job and loses its reply is sent
 again marked as a retry, and hands out the job the lost call took (``recover``), so no job
-sits in a live worker's list with nobody running it. Records and images live ``STOCKS_RESULT_TTL`` s
-after their last change (default 7 days); the image and its record get the same TTL in
-the same script.
+sits in a live worker's list with nobody running it.
+
+Records and images live ``STOCKS_RESULT_TTL`` s after their last change (default 7
+days); the image and its record get the same TTL in the same script.
 
 Identical requests: the API stores a ``cache_key`` (kind, params and data versions) in
 the record; when a worker takes a job whose key maps to a stored image, the take script
