@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,41 @@ def test_errors_are_json_never_500(server):
         status, headers, body = get(port, path, method)
         assert status == want, path
         assert json.loads(body)["error"]["status"] == want
+
+
+def raw_request(port: int, data: bytes) -> tuple[int, dict, bytes]:
+    """Bytes as sent, for requests no HTTP client library would build."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def test_requests_gunicorn_refuses_get_json_errors_too(server):
+    port, _ = server
+    long_query = "/tickers/BRK.B/prices?fields=" + "close," * 2000
+    cases = [
+        (f"GET {long_query} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 414, "uri_too_long"),
+        (
+            b"GET /tickers HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+            431,
+            "headers_too_large",
+        ),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "bad_request"),
+    ]
+    for request, want, code in cases:
+        status, headers, body = raw_request(port, request)
+        assert status == want, body
+        assert headers["Content-Type"] == "application/json"
+        error = json.loads(body)["error"]
+        assert error["status"] == want and error["code"] == code and error["message"]
+        assert len(body) < 1000  # the refused input is not echoed back whole
+    assert get(port, "/tickers/BRK.B/prices?fields=close")[0] == 200  # still serving
 
 
 def test_sigterm_stops_cleanly(redis_url):

@@ -39,10 +39,20 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     422: "unprocessable",
     429: "rate_limited",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
 }
+
+
+def http_error_code(status: int) -> str:
+    """The error body's ``code`` for a plain HTTP status."""
+    return _HTTP_CODES.get(status, "http_error")
 
 
 def validation_error_response(e: ValidationError) -> Response:
@@ -67,7 +77,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> Response:
         status = e.code or 500
-        code = _HTTP_CODES.get(status, "http_error")
+        code = http_error_code(status)
         message = e.description or e.name
         if status == 404:
             message = "no such route"

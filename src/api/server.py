@@ -18,8 +18,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import orjson
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
+from stocks.api.errors import http_error_code
 from stocks.config import env_int, env_str, reset_clients
 
 
@@ -41,8 +44,8 @@ def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
         "timeout": env_int("STOCKS_TIMEOUT", 30),
         "graceful_timeout": 10,
         "keepalive": 5,
-        # gunicorn's largest request line: long query strings get a 414 (an HTML page
-        # from gunicorn, not the app's JSON) only beyond this.
+        # gunicorn's largest request line: longer ones get a 414 from gunicorn itself
+        # (in the API's JSON shape: write_json_error)
         "limit_request_line": 8190,
         "preload_app": True,
         "post_fork": _post_fork,
@@ -54,6 +57,25 @@ def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
     if worker_class == "gthread":
         options["threads"] = env_int("STOCKS_THREADS", 4)
     return options
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse, in the API's JSON error shape.
+
+    gunicorn refuses some requests before the app sees them (a request line over 8 KB,
+    oversized headers, a malformed line) and by default answers with an HTML page; this
+    replaces its ``util.write_error``. Its 500 for a crash outside the app carries no
+    detail, as before.
+    """
+    message = f"{reason}: {mesg[:300]}" if mesg else reason
+    body = orjson.dumps(
+        {"error": {"status": status_int, "code": http_error_code(status_int), "message": message}}
+    )
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class WsgiServer(BaseApplication):
@@ -77,6 +99,7 @@ def run_wsgi(
     app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
 ) -> int:
     """Serve ``app_factory()`` until SIGINT/SIGTERM; returns the exit status."""
+    gunicorn_util.write_error = write_json_error  # workers fork from this process
     try:
         WsgiServer(app_factory, gunicorn_options(host, port, workers)).run()
     except SystemExit as e:
