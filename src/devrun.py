@@ -118,9 +118,16 @@ def run(host: str, port: int) -> int:
     children: list[subprocess.Popen] = []
     try:
         load_if_empty()
-        api = subprocess.Popen(stocks_command("serve", "--host", host, "--port", str(port)))
+        # Each child in its own process group: Ctrl-C reaches only this process, which
+        # then stops each child with one SIGTERM. A gunicorn gthread worker that gets the
+        # terminal's SIGINT and its master's signal as well can deadlock in its own
+        # shutdown until the master kills it 10 s later.
+        api = subprocess.Popen(
+            stocks_command("serve", "--host", host, "--port", str(port)), process_group=0
+        )
         children.append(api)
-        children.append(subprocess.Popen(stocks_command("worker", "--concurrency", "1")))
+        worker = subprocess.Popen(stocks_command("worker", "--concurrency", "1"), process_group=0)
+        children.append(worker)
         base = f"http://{host}:{port}"
         if not wait_healthy(base, api):
             say("the API did not come up; see its output above")

@@ -82,6 +82,7 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
     assert proc.returncode == 0, output
     assert f"API ready at {base}" in output
     assert "[stocks run] stopping" in output
+    assert "SIGKILL" not in output, "every child stops on its own, none is killed"
     assert "loading CSV files from" in output
     assert not ping(redis_url), "the redis-server it started must stop with it"
     assert not ready(base)
