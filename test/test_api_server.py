@@ -47,9 +47,9 @@ def bars():
     return out
 
 
-def start_server(redis_url: str) -> tuple[int, subprocess.Popen]:
+def start_server(redis_url: str, **env_extra: str) -> tuple[int, subprocess.Popen]:
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_API_KEYS": KEY}
+    env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_API_KEYS": KEY, **env_extra}
     proc = subprocess.Popen(
         [str(STOCKS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "3"],
         env=env,
@@ -182,13 +182,17 @@ def test_requests_gunicorn_refuses_get_json_errors_too(server):
     assert get(port, "/tickers/BRK.B/prices?fields=close")[0] == 200  # still serving
 
 
-def test_sigterm_stops_cleanly(redis_url):
-    port, proc = start_server(redis_url)
+def test_sigterm_stops_cleanly_and_leaves_no_files(redis_url, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_RUNTIME_DIR": ""}
+    port, proc = start_server(redis_url, **env)
     try:
         assert get(port, "/health")[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         with pytest.raises(OSError):
             get(port, "/health")
+        assert list(home.iterdir()) == []  # e.g. no gunicorn control socket in ~/.gunicorn
     finally:
         stop_server(proc)

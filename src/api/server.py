@@ -48,6 +48,9 @@ def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
         # (in the API's JSON shape: write_json_error)
         "limit_request_line": 8190,
         "preload_app": True,
+        # gunicorn 25+ opens a runtime control socket under $HOME by default: unused here,
+        # shared by every instance on a host, and not writable on a read-only root
+        "control_socket_disable": True,
         "post_fork": _post_fork,
         "accesslog": "-" if env_str("STOCKS_ACCESS_LOG", "") == "1" else None,
         "errorlog": "-",
