@@ -26,9 +26,13 @@ class ApiError(Exception):
         self.details = details
 
 
+def error_body(status: int, code: str, message: str, **details: object) -> bytes:
+    return orjson.dumps({"error": {"status": status, "code": code, "message": message, **details}})
+
+
 def error_response(status: int, code: str, message: str, **details: object) -> Response:
-    body = {"status": status, "code": code, "message": message, **details}
-    return Response(orjson.dumps({"error": body}), status=status, mimetype="application/json")
+    body = error_body(status, code, message, **details)
+    return Response(body, status=status, mimetype="application/json")
 
 
 _HTTP_CODES = {

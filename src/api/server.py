@@ -18,11 +18,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import orjson
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
-from stocks.api.errors import http_error_code
+from stocks.api.errors import error_body, http_error_code
 from stocks.config import env_int, env_str, reset_clients
 
 
@@ -71,9 +70,7 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     detail, as before.
     """
     message = f"{reason}: {mesg[:300]}" if mesg else reason
-    body = orjson.dumps(
-        {"error": {"status": status_int, "code": http_error_code(status_int), "message": message}}
-    )
+    body = error_body(status_int, http_error_code(status_int), message)
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
