@@ -41,6 +41,15 @@ used ``STOCKS_MAX_ATTEMPTS`` attempts. A call that takes a job and loses its rep
 again marked as a retry, and hands out the job the lost call took (``recover``), so no job
 sits in a live worker's list with nobody running it.
 
+Round trips: a busy worker finishes its job and takes the next in one script. Jobs far
+shorter than that round trip (a no-op; never a 50 ms chart) are taken in batches of up to
+``STOCKS_BATCH_MAX``, sized by the recent pace (``Pace``), and their results recorded
+together, each at most about ``BATCH_BUDGET`` plus one job late. Every job in a batch gets
+its own CAS transitions and sits in the worker's list until finished. A job tried before
+is taken alone, so if it is what killed its last worker, no batch-mate pays an attempt
+for it again; a job identical to one in the batch waits for the next take, to copy that
+image. A stopping worker records what it ran and puts back the rest, in order.
+
 Records and images live ``STOCKS_RESULT_TTL`` s after their last change (default 7
 days); the image and its record get the same TTL in the same script.
 
@@ -58,7 +67,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -83,6 +93,7 @@ TERMINAL = ("finished", "failed", "cancelled")
 LIST_SCAN_BUDGET = 2000
 BLOCK_SLICE = 10.0  # longest BLMOVE, in s: well under the client's socket timeout (30 s)
 ID_LENGTH = 28  # 14 hex digits of epoch microseconds + 14 random hex digits
+BATCH_BUDGET = 0.005  # s of paced work a worker takes at once (see Pace)
 
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
 
@@ -105,6 +116,11 @@ def worker_timeout() -> float:
 
 def max_attempts() -> int:
     return env_int("STOCKS_MAX_ATTEMPTS", 3)
+
+
+def batch_max() -> int:
+    """Most jobs a worker takes at once (1: one per round trip); bounds a script's time."""
+    return max(1, env_int("STOCKS_BATCH_MAX", 32))
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -163,8 +179,9 @@ local function fail_record(id, msg, ttl, now)
 end
 
 -- queued -> running for a job already in w's processing list: {'started', id, kind,
--- params, attempts}, or {status, id} when it is not runnable (and it leaves the list)
-local function start(id, w, token, max_attempts, ttl, now)
+-- params, attempts}, or {status, id} when it is not runnable (and it leaves the list).
+-- ``batch`` (see take) or nil; {'later', id} leaves the job where it is for the caller.
+local function start(id, w, token, max_attempts, ttl, now, batch)
   use(JOBS_DB)
   local key = job_key(id)
   local rec = redis.call('HMGET', key, 'status', 'attempts', 'kind', 'params', 'cache_key')
@@ -196,50 +213,65 @@ local function start(id, w, token, max_attempts, ttl, now)
     end
     use(JOBS_DB)
   end
+  if batch then
+    if batch.n > 0 and (batch.alone or attempts > 0 or (ck and batch.keys[ck])) then
+      return {'later', id}
+    end
+    batch.n, batch.alone = batch.n + 1, attempts > 0
+    if ck and ck ~= '' then batch.keys[ck] = true end
+  end
   redis.call('HSET', key, 'status', 'running', 'started_at', now, 'worker', w, 'token', token,
              'attempts', attempts + 1)
   return {'started', id, rec[3], rec[4], tostring(attempts + 1)}
 end
 
--- move ids from the queue until one starts; false when the queue is empty. ``id``: one
--- the caller has already moved into w's list, or nil
-local function take(w, token, max_attempts, ttl, now, id)
-  for _ = 1, 100 do
-    if not id then
+-- Move ids from the queue and start up to ``limit`` of them, oldest first; {} when the
+-- queue is empty. A job tried before is taken alone (if it is what killed its last
+-- worker, no other job pays an attempt for it again), and a job whose identical request
+-- is in the batch already waits for the next take (to copy that image once it is drawn).
+local function take(w, token, max_attempts, ttl, now, limit)
+  local started, batch = {}, {n = 0, keys = {}}
+  for _ = 1, limit + 100 do  -- bounded: a run of cancelled or stray entries is skipped
+    use(QUEUE_DB)
+    local id = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT')
+    if not id then break end
+    local res = start(id, w, token, max_attempts, ttl, now, batch)
+    if res[1] == 'later' then  -- back to the head of the line, for the next take
       use(QUEUE_DB)
-      id = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT')
-      if not id then return false end
+      redis.call('LMOVE', processing(w), WAITING, 'LEFT', 'RIGHT')
+      break
     end
-    local res = start(id, w, token, max_attempts, ttl, now)
-    if res[1] == 'started' then return res end
-    id = nil
+    if res[1] == 'started' then
+      started[#started + 1] = res
+      if #started >= limit then break end
+    end
   end
-  return false
+  return started
 end
 
--- A call that takes a job is sent again when its reply is lost, and by then the lost call
--- may have taken one: it is in w's list, running with this call's token, or still queued
--- (a BLMOVE whose reply was lost). Hand that one out rather than take another that would
--- wait there unseen. Other queued leftovers go back to the front of the line; jobs
--- running under other tokens are left alone (a worker may hold several).
+-- A call that takes jobs is sent again when its reply is lost, and by then the lost call
+-- may have taken some: they are in w's list, running with this call's token, or one is
+-- still queued (a BLMOVE whose reply was lost). Hand those out rather than take others
+-- while they wait there unseen. Other queued leftovers go back to the front of the line;
+-- jobs running under other tokens are left alone (a worker may hold several).
 local function recover(w, token, max_attempts, ttl, now)
   use(QUEUE_DB)
   local ids = redis.call('LRANGE', processing(w), 0, -1)
-  local found, leftovers = false, {}
+  local found, leftovers = {}, {}
   use(JOBS_DB)
   for i = #ids, 1, -1 do  -- oldest first
     local rec = redis.call('HMGET', job_key(ids[i]), 'status', 'token', 'kind', 'params',
                            'attempts')
     if rec[1] == 'running' and rec[2] == token then
-      found = {'started', ids[i], rec[3], rec[4], rec[5]}
+      found[#found + 1] = {'started', ids[i], rec[3], rec[4], rec[5]}
     elseif rec[1] ~= 'running' then
       leftovers[#leftovers + 1] = ids[i]
     end
   end
   for _, id in ipairs(leftovers) do
-    if not found then
+    if #found == 0 then
       local res = start(id, w, token, max_attempts, ttl, now)
-      if res[1] == 'started' then found = res end
+      if res[1] == 'started' then found[1] = res end
     else
       use(JOBS_DB)
       local status = redis.call('HGET', job_key(id), 'status')
@@ -276,60 +308,65 @@ end
 return now
 """
 
-# ARGV: worker, token, max_attempts, ttl, retry ('1' after a lost reply)
+# ARGV: worker, token, max_attempts, ttl, limit, retry ('1' after a lost reply)
+# -> the started jobs, oldest first
 _TAKE = """
 local w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], now_ms()
-return (ARGV[5] == '1' and recover(w, token, max_attempts, ttl, now))
-       or take(w, token, max_attempts, ttl, now)
+local taken = {}
+if ARGV[6] == '1' then taken = recover(w, token, max_attempts, ttl, now) end
+if #taken == 0 then taken = take(w, token, max_attempts, ttl, now, tonumber(ARGV[5])) end
+return taken
 """
 
 # ARGV: id (just moved into w's list by BLMOVE), worker, token, max_attempts, ttl, retry
 _START = """
 local id, w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
                                              ARGV[5], now_ms()
-if ARGV[6] == '1' then return recover(w, token, max_attempts, ttl, now) or {'gone', id} end
+if ARGV[6] == '1' then return recover(w, token, max_attempts, ttl, now)[1] or {'gone', id} end
 return start(id, w, token, max_attempts, ttl, now)
 """
 
-# ARGV: id, worker, token, ttl, data, content_type, next_token ('' = do not take next),
-#       max_attempts, retry ('1' after a lost reply: finishing again changes nothing, and
-#       the next job is the one the lost call took, if it took one)
-# Order: the queue DB (let go of this job, move the next one in), the record, the image,
-# then the next job's record; the image is stored before the next job starts so that an
-# identical request queued behind this one is answered from it.
+# ARGV: worker, ttl, next_token, max_attempts, limit (how many jobs to take next, 0 = none),
+#       n, then n times: id, token, data, content_type; last: retry ('1' after a lost reply:
+#       finishing again changes nothing, and the jobs taken are those the lost call took)
+# -> {status of each, the jobs taken}
+# The images are stored before the next jobs start, so that an identical request queued
+# behind one of these is answered from its image.
 _FINISH = """
-local id, w, token, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local take_next, retry = ARGV[7] ~= '', ARGV[9] == '1'
+local w, ttl, next_token, max_attempts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local limit, n, retry = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[#ARGV] == '1'
 local now = now_ms()
-drop(w, id)
-local first = false
-if take_next and not retry then
-  first = redis.call('LMOVE', WAITING, processing(w), 'RIGHT', 'LEFT')
-end
+for i = 0, n - 1 do drop(w, ARGV[7 + 4 * i]) end
 use(JOBS_DB)
-local key = job_key(id)
-local rec = redis.call('HMGET', key, 'status', 'token', 'cache_key')
-local result = 'stale'
-if rec[1] == 'running' and rec[2] == token then
-  redis.call('HSET', key, 'status', 'finished', 'finished_at', now, 'content_type', ARGV[6])
-  redis.call('EXPIRE', key, ttl)
-  use(IMAGES_DB)
-  redis.call('SET', 'image:' .. id, ARGV[5], 'EX', ttl)
-  if rec[3] and rec[3] ~= '' then
-    redis.call('SET', 'cache:' .. rec[3], id, 'EX', ttl)
+local results, stored = {}, {}
+for i = 0, n - 1 do
+  local id, token = ARGV[7 + 4 * i], ARGV[8 + 4 * i]
+  local key = job_key(id)
+  local rec = redis.call('HMGET', key, 'status', 'token', 'cache_key')
+  results[i + 1] = 'stale'
+  if rec[1] == 'running' and rec[2] == token then
+    redis.call('HSET', key, 'status', 'finished', 'finished_at', now,
+               'content_type', ARGV[10 + 4 * i])
+    redis.call('EXPIRE', key, ttl)
+    stored[#stored + 1] = {id, ARGV[9 + 4 * i], rec[3]}
+    results[i + 1] = 'finished'
+  elseif rec[1] == 'finished' and rec[2] == token then
+    results[i + 1] = 'finished'  -- a retry after a lost reply
   end
-  result = 'finished'
-elseif rec[1] == 'finished' and rec[2] == token then
-  result = 'finished'  -- a retry after a lost reply
 end
-local nxt = false
-if retry and take_next then
-  nxt = recover(w, ARGV[7], tonumber(ARGV[8]), ttl, now)
-         or take(w, ARGV[7], tonumber(ARGV[8]), ttl, now)
-elseif first then
-  nxt = take(w, ARGV[7], tonumber(ARGV[8]), ttl, now, first)
+if #stored > 0 then use(IMAGES_DB) end
+for _, image in ipairs(stored) do
+  redis.call('SET', 'image:' .. image[1], image[2], 'EX', ttl)
+  if image[3] and image[3] ~= '' then
+    redis.call('SET', 'cache:' .. image[3], image[1], 'EX', ttl)
+  end
 end
-return {result, nxt}
+local taken = {}
+if limit > 0 then
+  if retry then taken = recover(w, next_token, max_attempts, ttl, now) end
+  if #taken == 0 then taken = take(w, next_token, max_attempts, ttl, now, limit) end
+end
+return {results, taken}
 """
 
 # ARGV: id, worker, token, ttl, error
@@ -648,6 +685,26 @@ def queue_stats() -> dict[str, int]:
 # --- the queue ---------------------------------------------------------------------------
 
 
+class Pace:
+    """How many jobs a worker takes at once: as many as the recent pace (a moving average of
+    handler times) fits into ``BATCH_BUDGET`` s, at most ``most`` (``STOCKS_BATCH_MAX``), and
+    one while the pace is unknown. A chart (50 ms and up) is always taken alone; no-op-sized
+    jobs share one round trip per batch instead of paying one each.
+    """
+
+    def __init__(self, most: int | None = None) -> None:
+        self.most = batch_max() if most is None else most
+        self.mean: float | None = None
+
+    def observe(self, seconds: float) -> None:
+        self.mean = seconds if self.mean is None else 0.8 * self.mean + 0.2 * seconds
+
+    def batch(self) -> int:
+        if self.mean is None:
+            return 1
+        return max(1, min(self.most, int(BATCH_BUDGET / max(self.mean, 1e-6))))
+
+
 @dataclass
 class Outcome:
     """What a finish/fail/put-back did, and the next job when finish took one in the same step."""
@@ -707,9 +764,9 @@ class JobQueue:
         never only in this process's memory.
         """
         token = secrets.token_hex(8)
-        reply = _run_taking("take", *self._take_args(token))
-        if reply:
-            return Job.from_reply(reply, token)
+        taken = _run_taking("take", *self._take_args(token), 1)
+        if taken:
+            return Job.from_reply(taken[0], token)
         if not block:
             return None
         deadline = time.monotonic() + timeout
@@ -722,9 +779,9 @@ class JobQueue:
             except TRANSIENT:
                 # a lost reply may have moved a job into this worker's list: a take told
                 # it is a retry starts that one rather than leave it there
-                reply = retry_transient(_run, "take", *self._take_args(token), "1")
-                if reply:
-                    return Job.from_reply(reply, token)
+                taken = retry_transient(_run, "take", *self._take_args(token), 1, "1")
+                if taken:
+                    return Job.from_reply(taken[0], token)
                 continue
             if job_id is None:
                 continue
@@ -757,12 +814,24 @@ class JobQueue:
         With ``take_next`` the same script also takes the next job (one round trip per job
         when the queue is busy). Connection errors are retried with backoff (about 10 s).
         """
-        token = secrets.token_hex(8) if take_next else ""
-        status, nxt = _run_taking(
-            "finish", job.id, self.worker_id, job.token, self.ttl, data, content_type, token,
-            self.max_attempts,
-        )  # fmt: skip
-        return Outcome(_text(status), Job.from_reply(nxt, token) if nxt else None)
+        statuses, taken = self.finish_many([(job, data, content_type)], take=int(take_next))
+        return Outcome(statuses[0], taken[0] if taken else None)
+
+    def finish_many(
+        self, results: Sequence[tuple[Job, bytes, str]], take: int = 0
+    ) -> tuple[list[str], list[Job]]:
+        """``finish`` for several jobs in one step, then start up to ``take`` next ones.
+
+        Returns each job's status and the jobs taken, oldest first (fewer when the queue
+        runs short; a batch stops before a job tried before or one identical to a job in
+        it). Connection errors are retried with backoff (about 10 s).
+        """
+        token = secrets.token_hex(8) if take else ""
+        args: list = [self.worker_id, self.ttl, token, self.max_attempts, take, len(results)]
+        for job, data, content_type in results:
+            args += [job.id, job.token, data, content_type]
+        statuses, taken = _run_taking("finish", *args)
+        return [_text(s) for s in statuses], [Job.from_reply(t, token) for t in taken]
 
     def fail(self, job: Job, error: str) -> Outcome:
         status = _run("fail", job.id, self.worker_id, job.token, self.ttl, error)
@@ -830,31 +899,34 @@ class JobQueue:
         job: Job,
         handler: Callable[[str, dict], tuple[bytes, str]],
         deterministic: tuple[type[BaseException], ...] = (JobError,),
-        take_next: bool = False,
-    ) -> Job | None:
-        """Run ``handler(kind, params)`` for a job and record the outcome; maybe the next job.
+    ) -> tuple[bytes, str] | None:
+        """Run ``handler(kind, params)`` for a job: its result to finish with, or None when
+        the job has failed (recorded here).
 
         Deterministic errors fail the job at once; a Redis blip inside the handler is retried
-        with backoff; ``Interrupted`` puts the job back with its attempt refunded.
+        with backoff; ``Interrupted`` goes up to the caller, who puts the job back.
         """
         try:
-            data, content_type = call_with_retry(handler, job.kind, job.params)
+            return call_with_retry(handler, job.kind, job.params)
         except Interrupted:
-            retry_transient(self.put_back, job, refund=True)
             raise
         except deterministic as e:
             retry_transient(self.fail, job, str(e) or type(e).__name__)
-            return None
         except TRANSIENT:
             raise  # the run loop backs off; release_own() puts the job back later
         except Exception as e:
             log.exception("job %s (%s) crashed", job.id, job.kind)
             retry_transient(self.fail, job, f"internal error while drawing ({type(e).__name__})")
-            return None
-        outcome = self.finish(job, data, content_type, take_next)  # retries by itself
-        if outcome.status != "finished":
-            log.warning("job %s was %s elsewhere; result dropped", job.id, outcome.status)
-        return outcome.next_job
+        return None
+
+    def _record(self, done: list[tuple[Job, bytes, str]], take: int = 0) -> list[Job]:
+        """Finish what ``done`` holds (and empty it); maybe take the next jobs."""
+        statuses, taken = self.finish_many(done, take)  # retries by itself
+        for (job, _, _), status in zip(done, statuses, strict=True):
+            if status != "finished":
+                log.warning("job %s was %s elsewhere; result dropped", job.id, status)
+        done.clear()
+        return taken
 
     def run(
         self,
@@ -863,35 +935,60 @@ class JobQueue:
         deterministic: tuple[type[BaseException], ...] = (JobError,),
         idle_timeout: float = 1.0,
     ) -> None:
-        """The worker loop: take, draw, finish, until ``stop()``; survives Redis restarts."""
-        backoff = Backoff()
-        job: Job | None = None
+        """The worker loop: take, run, finish, until ``stop()``; survives Redis restarts.
+
+        While the queue is busy, finishing and taking the next job(s) is one round trip.
+        Jobs much shorter than that round trip go in batches (``Pace``): their results are
+        recorded together, each at most about ``BATCH_BUDGET`` s (plus one job) late.
+        """
+        backoff, pace = Backoff(), Pace()
+        held: deque[Job] = deque()  # started for this worker, not run yet
+        done: list[tuple[Job, bytes, str]] = []  # run, not recorded yet
+        done_since = 0.0
         try:
             with self.heartbeating():
                 while not stop():
                     try:
-                        if job is None:
-                            self.heartbeat()
-                            self.release_own()
-                            job = self.get(timeout=idle_timeout, stop=stop)
-                        if job is not None:
-                            job = self.process(job, handler, deterministic, not stop())
+                        if not held:
+                            if done:  # record them and take the next ones in one step
+                                held.extend(self._record(done, pace.batch()))
+                            else:
+                                self.heartbeat()
+                                self.release_own()
+                                job = self.get(timeout=idle_timeout, stop=stop)
+                                held.extend([job] if job else [])
+                            backoff.reset()
+                            continue
+                        job = held[0]
+                        started = time.perf_counter()
+                        result = self.process(job, handler, deterministic)
+                        ended = time.perf_counter()
+                        held.popleft()
+                        pace.observe(ended - started)
+                        if result is not None:
+                            done_since = done_since if done else ended
+                            done.append((job, *result))
+                        if done and held and ended - done_since > BATCH_BUDGET:
+                            self._record(done)  # the rest of the batch is slower than paced
                         backoff.reset()
                     except redis.RedisError as e:
                         # down, restarting, out of memory...: whatever this worker holds is
                         # put back by release_own() once Redis answers again
-                        job = None
+                        held.clear()
+                        done.clear()
                         log.warning("redis error (%s); retrying", e)
                         backoff.sleep()
         finally:
             # after the heartbeat thread has stopped, so that no late beat registers the
             # worker again once it has gone
             try:
-                if job is not None:  # taken by finish's take_next after stop was asked
-                    self.put_back(job, refund=True)
+                if done:
+                    self._record(done)
+                for job in reversed(held):  # not run (or interrupted): back to the front,
+                    retry_transient(self.put_back, job, refund=True)  # in their order
                 self.unregister()
             except redis.RedisError as e:
-                log.warning("could not put back or unregister: %s", e)
+                log.warning("could not record, put back or unregister: %s", e)
 
     def worker(self, handler=None, **options):
         """HotQueue's decorator: ``@queue.worker`` makes ``handler`` a loop, ``fn()`` runs it."""

@@ -280,18 +280,22 @@ def test_a_stopped_worker_is_not_registered_again_by_a_late_heartbeat(dbs, monke
     assert dbs[1].zcard("queue:workers") == 0
 
 
+def die_holding_jobs(redis_url: str, body: str) -> None:
+    """Run ``body`` in a new Python process, which must SIGKILL itself (holding jobs)."""
+    code = "import os, signal\nfrom stocks.jobs import JobQueue\n" + body
+    proc = subprocess.run([sys.executable, "-c", code], env=env_with_redis(redis_url))
+    assert proc.returncode == -signal.SIGKILL
+
+
 def test_a_consumer_killed_mid_job_is_reaped(dbs, redis_url, monkeypatch):
     monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.5")
     reaper = JobQueue("reaper")
     job_id = reaper.put("line", {})
-    consumer = (
-        "import os, signal\n"
-        "from stocks.jobs import JobQueue\n"
+    die_holding_jobs(
+        redis_url,
         "job = next(JobQueue('consumer').consume(timeout=5))\n"
-        "os.kill(os.getpid(), signal.SIGKILL)  # dies holding the job\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n",
     )
-    proc = subprocess.run([sys.executable, "-c", consumer], env=env_with_redis(redis_url))
-    assert proc.returncode == -signal.SIGKILL
     assert jobs.get_job(job_id)["status"] == "running"
     wait_for(lambda: reaper.reap() == (1, 0), timeout=5, what="the reaper to put it back")
     assert reaper.get(timeout=0.5).id == job_id
@@ -381,3 +385,184 @@ def test_enqueue_across_databases_is_one_transaction_in_the_aof(own_redis):
     assert redis.Redis.from_url(own_redis.url, db=1).lrange("queue:waiting", 0, -1) == [
         job_id.encode()
     ]
+
+
+# --- batches of short jobs ---------------------------------------------------------------
+
+
+def test_the_pace_batches_only_jobs_much_shorter_than_a_round_trip():
+    pace = jobs.Pace(most=32)
+    assert pace.batch() == 1  # nothing known yet
+    for _ in range(5):
+        pace.observe(0.00002)
+    assert pace.batch() == 32
+    pace.observe(0.05)  # one chart is enough to go back to one at a time
+    assert pace.batch() == 1
+    for _ in range(10):  # then the average comes down again, over a few jobs
+        pace.observe(0.0005)
+    assert 1 < pace.batch() < 32
+
+
+def test_batches_can_be_turned_off(dbs, monkeypatch):
+    monkeypatch.setenv("STOCKS_BATCH_MAX", "1")
+    queue = JobQueue("w1")
+    ids = [queue.put("noop", {}) for _ in range(50)]
+    held: list[int] = []
+
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        held.append(dbs[1].llen("queue:processing:w1"))
+        return b"", "text/plain"
+
+    queue.run(handle, stop=lambda: len(held) == 50, idle_timeout=0.05)
+    assert held == [1] * 50
+    assert {jobs.get_job(i)["status"] for i in ids} == {"finished"}
+
+
+def test_short_jobs_share_round_trips_and_charts_are_taken_alone(dbs):
+    queue = JobQueue("w1")
+    held: dict[str, list[int]] = {"short": [], "chart": []}
+
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        held[kind].append(dbs[1].llen("queue:processing:w1"))
+        if kind == "chart":
+            time.sleep(0.02)
+        return kind.encode(), "text/plain"
+
+    for kind, n in (("short", 200), ("chart", 8)):
+        ids = [queue.put(kind, {"i": i}) for i in range(n)]
+        queue.run(handle, stop=lambda: len(held[kind]) == n, idle_timeout=0.05)  # noqa: B023
+        assert [jobs.get_job(i)["status"] for i in ids] == ["finished"] * n
+        assert all(jobs.get_image(i) == kind.encode() for i in ids)
+    assert max(held["short"]) > 1  # several short jobs held at once: one take for many
+    assert max(held["short"]) <= jobs.batch_max()
+    assert held["chart"] == [1] * 8  # never holds a chart it is not drawing
+    assert dbs[1].llen("queue:processing:w1") == 0
+
+
+def test_a_job_tried_before_is_taken_alone(dbs):
+    queue = JobQueue("w1")
+    first, retried, fresh, last = (queue.put("noop", {}) for _ in range(4))
+    dbs[2].hset(f"job:{retried}", "attempts", 1)  # its worker died holding it
+    _, taken = queue.finish_many([], take=5)
+    assert [job.id for job in taken] == [first]
+    assert dbs[1].lrange("queue:waiting", 0, -1) == [j.encode() for j in (last, fresh, retried)]
+    _, taken = queue.finish_many([], take=5)
+    assert [(job.id, job.attempts) for job in taken] == [(retried, 2)]
+    _, taken = queue.finish_many([], take=5)
+    assert [job.id for job in taken] == [fresh, last]
+
+
+def test_a_batch_stops_before_an_identical_request_which_then_copies_the_image(dbs):
+    queue = JobQueue("w1")
+    first = queue.put("line", {"s": "AAPL"}, cache_key="same")
+    twin = queue.put("line", {"s": "AAPL"}, cache_key="same")
+    other = queue.put("line", {"s": "MSFT"}, cache_key="other")
+    _, taken = queue.finish_many([], take=5)
+    assert [job.id for job in taken] == [first]  # the twin waits for this one's image
+    statuses, taken = queue.finish_many([(taken[0], b"PNG", "image/png")], take=5)
+    assert statuses == ["finished"] and [job.id for job in taken] == [other]
+    twin_rec = jobs.get_job(twin)
+    assert twin_rec["status"] == "finished" and jobs.get_image(twin) == b"PNG"  # copied
+
+
+def test_a_lost_reply_to_a_batch_take_hands_out_that_batch(dbs, lost_replies):
+    queue = JobQueue("w1")
+    ids = [queue.put("noop", {"i": i}) for i in range(8)]
+    job = queue.get(timeout=0.5)
+    lost_replies.next_reply_to(script("finish"))
+    statuses, taken = queue.finish_many([(job, b"x", "text/plain")], take=5)
+    assert lost_replies.lost == 1
+    assert statuses == ["finished"]
+    assert [t.id for t in taken] == ids[1:6]  # not the next five, with these stranded
+    assert all(jobs.get_job(t.id)["token"] == t.token for t in taken)
+    assert dbs[1].lrange("queue:processing:w1", 0, -1) == [i.encode() for i in ids[5:0:-1]]
+    assert dbs[1].lrange("queue:waiting", 0, -1) == [i.encode() for i in ids[:5:-1]]
+
+
+@pytest.mark.parametrize("how", ["stop", "interrupt"])  # SIGTERM; its grace running out
+def test_stopping_mid_batch_records_what_ran_and_puts_back_the_rest_in_order(dbs, how):
+    queue = JobQueue("w1")
+    ids = [queue.put("noop", {"i": i}) for i in range(120)]
+    ran: list[int] = []
+
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        if how == "interrupt" and params["i"] == 100:
+            raise jobs.Interrupted()
+        ran.append(params["i"])
+        return b"done", "text/plain"
+
+    if how == "stop":
+        queue.run(handle, stop=lambda: len(ran) == 100, idle_timeout=0.05)
+    else:
+        with pytest.raises(jobs.Interrupted):
+            queue.run(handle, idle_timeout=0.05)
+    assert ran == list(range(100))
+    for i, job_id in enumerate(ids):
+        rec = jobs.get_job(job_id)
+        if i < 100:
+            assert rec["status"] == "finished" and jobs.get_image(job_id) == b"done"
+        else:  # held in a batch but not run: queued again, attempt refunded
+            assert rec["status"] == "queued" and rec["attempts"] == 0
+    assert dbs[1].llen("queue:processing:w1") == 0
+    assert queue.get(timeout=0.5).id == ids[100]  # still first come, first served
+    assert dbs[1].lrange("queue:waiting", 0, -1) == [i.encode() for i in ids[:100:-1]]
+
+
+def test_results_do_not_wait_for_the_slow_rest_of_a_batch(dbs, monkeypatch):
+    monkeypatch.setattr(jobs.Pace, "batch", lambda self: 10)
+    queue = JobQueue("w1")
+    seen: dict[int, list[str]] = {}
+    alone = queue.put("noop", {"i": -1})  # the first job is taken alone, the rest by ten
+    kinds = ["noop"] * 4 + ["slow"] * 3 + ["noop"] * 3
+    ids = [alone] + [queue.put(kind, {"i": i}) for i, kind in enumerate(kinds)]
+
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        seen[params["i"]] = [jobs.get_job(j)["status"] for j in ids]
+        if kind == "slow":
+            time.sleep(0.05)
+        return b"", "text/plain"
+
+    queue.run(handle, stop=lambda: len(seen) == len(ids), idle_timeout=0.05)
+    # a result waits for at most one job it did not ask for (plus BATCH_BUDGET): once a
+    # slow job has run, everything before it is recorded
+    assert seen[5][:5] == ["finished"] * 5
+    assert seen[6][:6] == ["finished"] * 6
+    assert [jobs.get_job(j)["status"] for j in ids] == ["finished"] * len(ids)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_costs_its_batch_mates_one_attempt(
+    dbs, redis_url, monkeypatch
+):
+    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.5")
+    queue = JobQueue("other")
+    ids = [queue.put("noop", {"i": i}) for i in range(150)]
+    die_holding_jobs(
+        redis_url,
+        "def handle(kind, params):\n"
+        "    if params['i'] == 100:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return b'victim', 'text/plain'\n"
+        "JobQueue('victim').run(handle)\n",
+    )
+    held = [i.decode() for i in dbs[1].lrange("queue:processing:victim", 0, -1)]
+    assert len(held) > 1  # it held more than the job it died in
+    recorded = [i for i in ids if jobs.get_job(i)["status"] == "finished"]
+    assert all(jobs.get_image(i) == b"victim" for i in recorded)
+    requeued = wait_for(lambda: queue.reap()[0], timeout=5, what="the reaper")
+    assert requeued == len(held)
+
+    ran: list[str] = []
+    alone: list[bool] = []
+
+    def handle(kind: str, params: dict) -> tuple[bytes, str]:
+        ran.append(ids[params["i"]])
+        if ran[-1] in held:  # tried before: runs by itself
+            alone.append(dbs[1].llen("queue:processing:other") == 1)
+        return b"other", "text/plain"
+
+    queue.run(handle, stop=lambda: len(ran) == 150 - len(recorded), idle_timeout=0.05)
+    assert sorted(ran + recorded) == sorted(ids)  # each finished once, by one of the two
+    assert alone == [True] * len(held)
+    assert [jobs.get_job(i)["status"] for i in ids] == ["finished"] * 150
+    for job_id in ids:
+        assert jobs.get_job(job_id)["attempts"] == (2 if job_id in held else 1)

@@ -13,7 +13,7 @@ import sys
 import time
 
 from stocks.config import STOCKS_DB, redis_client
-from stocks.jobs import JobError, JobQueue, Outcome
+from stocks.jobs import JobError, JobQueue
 from stocks.worker.main import run_worker
 
 FINISHED_KEY = "test:finished"
@@ -32,11 +32,13 @@ def handle(kind: str, params: dict) -> tuple[bytes, str]:
 
 
 class CountingQueue(JobQueue):
-    def finish(self, job, data, content_type, take_next=False) -> Outcome:
-        outcome = super().finish(job, data, content_type, take_next)
-        if outcome.status == "finished":
-            redis_client(STOCKS_DB).rpush(FINISHED_KEY, job.id)
-        return outcome
+    def finish_many(self, results, take=0):
+        statuses, taken = super().finish_many(results, take)
+        pairs = zip(results, statuses, strict=True)
+        finished = [job.id for (job, _, _), status in pairs if status == "finished"]
+        if finished:
+            redis_client(STOCKS_DB).rpush(FINISHED_KEY, *finished)
+        return statuses, taken
 
 
 if __name__ == "__main__":
