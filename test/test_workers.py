@@ -222,3 +222,44 @@ def test_redis_restart_with_jobs_queued_and_running(own_redis, spawn):
     for w in workers:
         w.send_signal(signal.SIGTERM)
         assert w.wait(timeout=30) == 0
+
+
+def batch_held(url: str) -> bool:
+    """Some worker holds more than one job: a batch of short ones."""
+    q1 = redis.Redis.from_url(url, db=1)
+    return any(q1.llen(key) > 1 for key in q1.scan_iter("queue:processing:*"))
+
+
+def test_redis_restart_while_workers_hold_batches_of_short_jobs(own_redis, spawn):
+    url = own_redis.url
+    queue = JobQueue()
+    ids = [queue.put("noop", {"tag": str(i)}) for i in range(3000)]
+    workers = [spawn(url, **FAST) for _ in range(2)]
+    wait_for(lambda: batch_held(url), what="a batch held")
+    own_redis.restart(kill=True)  # the AOF keeps all but the last second or so
+    wait_for(lambda: all_done(ids), timeout=90, what="all jobs after the restart")
+    assert set(statuses(ids)) == {"finished"}
+    assert all(jobs.get_image(i).startswith(b"noop:") for i in ids)
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(timeout=30) == 0
+
+
+def test_sigterm_while_draining_short_jobs_records_them_and_puts_back_the_rest(
+    r0, redis_url, spawn
+):
+    queue = JobQueue()
+    ids = [queue.put("noop", {"tag": str(i)}) for i in range(5000)]
+    worker = spawn(redis_url, **FAST)
+    wait_for(lambda: batch_held(redis_url), what="a batch held")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    finished = {i.decode() for i in r0.lrange(FINISHED_KEY, 0, -1)}
+    assert 0 < len(finished) < len(ids)
+    for job_id, status in zip(ids, statuses(ids), strict=True):
+        assert status == ("finished" if job_id in finished else "queued")
+    assert batch_held(redis_url) is False and queue.count() == len(ids) - len(finished)
+    waiting = [i.decode() for i in redis.Redis.from_url(redis_url, db=1).lrange(
+        "queue:waiting", 0, -1)][::-1]  # fmt: skip
+    assert waiting == [i for i in ids if i not in finished]  # still in order
+    assert {jobs.get_job(i)["attempts"] for i in waiting[:40]} == {0}  # refunded
