@@ -956,7 +956,8 @@ class JobQueue:
                                 self.heartbeat()
                                 self.release_own()
                                 job = self.get(timeout=idle_timeout, stop=stop)
-                                held.extend([job] if job else [])
+                                if job is not None:
+                                    held.append(job)
                             backoff.reset()
                             continue
                         job = held[0]
