@@ -235,10 +235,11 @@ def test_a_lost_reply_to_take_hands_out_the_job_it_took(dbs, lost_replies):
 def test_a_lost_reply_while_blocked_on_an_empty_queue_strands_nothing(dbs, lost_replies, lost):
     queue, producer = JobQueue("w1"), JobQueue("producer")
     ids = []
-    threading.Timer(0.2, lambda: ids.extend([producer.put("line", {}), producer.put("line", {})]))\
-        .start()  # fmt: skip
+    timer = threading.Timer(0.2, lambda: ids.extend([producer.put("line", {}) for _ in range(2)]))
+    timer.start()
     lost_replies.next_reply_to(lost)
     job = queue.get(timeout=3)
+    timer.join()  # the worker may wake after the first put, before ids is filled
     assert lost_replies.lost == 1
     assert job.id == ids[0] and job.attempts == 1
     assert jobs.get_job(ids[0])["status"] == "running"
