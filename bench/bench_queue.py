@@ -47,23 +47,11 @@ def noop() -> None:
 # --- throughput --------------------------------------------------------------------------
 
 
-def ours(n: int, batch_max: str | None = None) -> tuple[float, float]:
+def ours(n: int, batch_max: int | None = None) -> tuple[float, float]:
     """(enqueue seconds, drain seconds) for n no-op jobs through stocks.jobs; ``batch_max``
-    sets STOCKS_BATCH_MAX for this run ("1": one job per round trip)."""
-    saved = os.environ.get("STOCKS_BATCH_MAX")
-    if batch_max is not None:
-        os.environ["STOCKS_BATCH_MAX"] = batch_max
-    try:
-        return _ours(n)
-    finally:
-        if saved is None:
-            os.environ.pop("STOCKS_BATCH_MAX", None)
-        else:
-            os.environ["STOCKS_BATCH_MAX"] = saved
-
-
-def _ours(n: int) -> tuple[float, float]:
+    overrides STOCKS_BATCH_MAX (1: one job per round trip)."""
     queue = jobs.JobQueue("bench")
+    queue.batch_max = batch_max or queue.batch_max
     started = time.perf_counter()
     for _ in range(n):
         queue.put("noop", {})
@@ -212,7 +200,7 @@ def run() -> str:
         for _ in range(ROUNDS):  # interleaved, so all see the same machine load
             rounds["ours"].append(timed_round(client, ours, JOBS))
             client.flushall()
-            rounds["ours1"].append(timed_round(client, ours, JOBS, "1"))
+            rounds["ours1"].append(timed_round(client, ours, JOBS, 1))
             rounds["rq"].append(timed_round(client, rq_peer, server.url, RQ_JOBS))
             rounds["hq"].append(timed_round(client, hotqueue_peer, server.port, JOBS))
             client.flushall()

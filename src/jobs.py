@@ -692,8 +692,8 @@ class Pace:
     jobs share one round trip per batch instead of paying one each.
     """
 
-    def __init__(self, most: int | None = None) -> None:
-        self.most = batch_max() if most is None else most
+    def __init__(self, most: int) -> None:
+        self.most = most
         self.mean: float | None = None
 
     def observe(self, seconds: float) -> None:
@@ -721,6 +721,7 @@ class JobQueue:
         self.ttl = result_ttl()
         self.timeout = worker_timeout()
         self.max_attempts = max_attempts()
+        self.batch_max = batch_max()
         self._last_reap = 0.0
         self._puts = 0
 
@@ -941,7 +942,7 @@ class JobQueue:
         Jobs much shorter than that round trip go in batches (``Pace``): their results are
         recorded together, each at most about ``BATCH_BUDGET`` s (plus one job) late.
         """
-        backoff, pace = Backoff(), Pace()
+        backoff, pace = Backoff(), Pace(self.batch_max)
         held: deque[Job] = deque()  # started for this worker, not run yet
         done: list[tuple[Job, bytes, str]] = []  # run, not recorded yet
         done_since = 0.0
@@ -967,7 +968,8 @@ class JobQueue:
                         held.popleft()
                         pace.observe(ended - started)
                         if result is not None:
-                            done_since = done_since if done else ended
+                            if not done:
+                                done_since = ended
                             done.append((job, *result))
                         if done and held and ended - done_since > BATCH_BUDGET:
                             self._record(done)  # the rest of the batch is slower than paced
