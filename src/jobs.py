@@ -823,9 +823,10 @@ class JobQueue:
     ) -> tuple[list[str], list[Job]]:
         """``finish`` for several jobs in one step, then start up to ``take`` next ones.
 
-        Returns each job's status and the jobs taken, oldest first (fewer when the queue
-        runs short; a batch stops before a job tried before or one identical to a job in
-        it). Connection errors are retried with backoff (about 10 s).
+        Returns each job's status and the jobs taken, oldest first: fewer when the queue
+        runs short, when a job tried before comes up (it is taken alone), or when one is
+        identical to a job already taken (it waits for that image). Connection errors are
+        retried with backoff (about 10 s).
         """
         token = secrets.token_hex(8) if take else ""
         args: list = [self.worker_id, self.ttl, token, self.max_attempts, take, len(results)]
