@@ -23,8 +23,9 @@ import redis
 
 from bench.common import private_redis
 from stocks import loader, storage
-from stocks.config import STOCKS_DB, redis_client
+from stocks.config import Settings
 from stocks.csv_source import parse_csv
+from stocks.keys import STOCKS_DB
 
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
@@ -36,10 +37,10 @@ def _parse_only(path: str):
     return Path(path).stem, parse_csv(path).bars
 
 
-def parent_writes(directory: Path, workers: int) -> int:
+def parent_writes(settings: Settings, directory: Path, workers: int) -> int:
     """Alternative design: processes parse, the parent alone writes to Redis."""
     paths = sorted(str(p) for p in directory.glob("*.csv"))
-    client = redis_client(STOCKS_DB)
+    client = settings.redis(STOCKS_DB)
     rows = 0
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -84,20 +85,29 @@ def run() -> str:
         return "## Load 505 CSV files\n\nSkipped: ../shared/data/sp500_daily is absent.\n"
     with private_redis(appendonly=False) as server:
         client = redis.Redis.from_url(server.url, db=STOCKS_DB)
+        settings = Settings(redis_url=server.url)
         cases = [
             (
                 "serial (--workers 1)",
-                lambda: loader.load_csv(SP500_DIR, workers=1, progress=False).rows,
+                lambda: loader.load_csv(settings, SP500_DIR, workers=1, progress=False).rows,
             ),
             (
                 "2 processes, each writes (default)",
-                lambda: loader.load_csv(SP500_DIR, workers=2, kind="process", progress=False).rows,
+                lambda: (
+                    loader.load_csv(
+                        settings, SP500_DIR, workers=2, kind="process", progress=False
+                    ).rows
+                ),
             ),
             (
                 "2 threads, each writes",
-                lambda: loader.load_csv(SP500_DIR, workers=2, kind="thread", progress=False).rows,
+                lambda: (
+                    loader.load_csv(
+                        settings, SP500_DIR, workers=2, kind="thread", progress=False
+                    ).rows
+                ),
             ),
-            ("2 processes parse, parent writes", lambda: parent_writes(SP500_DIR, 2)),
+            ("2 processes parse, parent writes", lambda: parent_writes(settings, SP500_DIR, 2)),
             ("`stocks load` command, --workers 2", lambda: _cli_load(server.url, 2)),
         ]
         results = {}

@@ -28,8 +28,10 @@ import redis
 
 from bench.common import private_redis, synthetic_bars
 from stocks import jobs, storage
-from stocks.config import STOCKS_DB, redis_client
+from stocks.config import Settings
+from stocks.keys import STOCKS_DB
 from stocks.redis_server import env_with_redis
+from stocks.worker.loop import Worker
 
 JOBS = int(os.environ.get("BENCH_QUEUE_JOBS", "2000"))
 RQ_JOBS = int(os.environ.get("BENCH_QUEUE_RQ_JOBS", "400"))
@@ -47,11 +49,11 @@ def noop() -> None:
 # --- throughput --------------------------------------------------------------------------
 
 
-def ours(n: int, batch_max: int | None = None) -> tuple[float, float]:
+def ours(url: str, n: int, batch_max: int | None = None) -> tuple[float, float]:
     """(enqueue seconds, drain seconds) for n no-op jobs through stocks.jobs; ``batch_max``
     overrides STOCKS_BATCH_MAX (1: one job per round trip)."""
-    queue = jobs.JobQueue("bench")
-    queue.batch_max = batch_max or queue.batch_max
+    settings = Settings(redis_url=url)
+    queue = jobs.JobQueue(settings.replace(batch_max=batch_max or settings.batch_max), "bench")
     started = time.perf_counter()
     for _ in range(n):
         queue.put("noop", {})
@@ -63,9 +65,9 @@ def ours(n: int, batch_max: int | None = None) -> tuple[float, float]:
         done += 1
         return b"", "application/octet-stream"
 
-    queue.run(handler, stop=lambda: done >= n, idle_timeout=0.05)
+    Worker(queue, handler, idle_timeout=0.05).run(stop=lambda: done >= n)
     finished = time.perf_counter()
-    assert jobs.list_jobs("finished", limit=1)[0], "no finished job recorded"
+    assert queue.list_jobs("finished", limit=1)[0], "no finished job recorded"
     return enqueued - started, finished - enqueued
 
 
@@ -134,7 +136,9 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
     from stocks.api.app import create_app
     from stocks.worker.chart_data import draw_job
 
-    r0 = redis_client(STOCKS_DB)
+    settings = Settings(redis_url=url)
+    queue = jobs.JobQueue(settings, "bench")
+    r0 = settings.redis(STOCKS_DB)
     for i, sym in enumerate(("AAPL", "MSFT")):
         storage.replace_series(r0, sym, synthetic_bars(i), {"source": "synthetic"})
     client = create_app({"TESTING": True}).test_client()
@@ -164,7 +168,7 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
                 resp = client.post("/jobs", json=request)
                 job_id = resp.get_json()["id"]
                 while True:
-                    rec = jobs.get_job(job_id)
+                    rec = queue.get_job(job_id)
                     if rec["status"] in jobs.TERMINAL:
                         break
                     time.sleep(0.002)
@@ -172,7 +176,7 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
                 assert rec["status"] == "finished", rec
                 time.sleep(0.05)  # idle gap, as before an end-to-end run
                 started = time.perf_counter()
-                draw_job(body["kind"], rec["params"])
+                draw_job(r0, body["kind"], rec["params"])
                 alone = (time.perf_counter() - started) * 1000
                 if i >= 2:
                     e2e.append(elapsed)
@@ -198,9 +202,9 @@ def run() -> str:
             "ours": [], "ours1": [], "rq": [], "hq": []
         }  # fmt: skip
         for _ in range(ROUNDS):  # interleaved, so all see the same machine load
-            rounds["ours"].append(timed_round(client, ours, JOBS))
+            rounds["ours"].append(timed_round(client, ours, server.url, JOBS))
             client.flushall()
-            rounds["ours1"].append(timed_round(client, ours, JOBS, 1))
+            rounds["ours1"].append(timed_round(client, ours, server.url, JOBS, 1))
             rounds["rq"].append(timed_round(client, rq_peer, server.url, RQ_JOBS))
             rounds["hq"].append(timed_round(client, hotqueue_peer, server.port, JOBS))
             client.flushall()

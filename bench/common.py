@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,20 +17,13 @@ from stocks.redis_server import RedisServer
 
 @contextmanager
 def private_redis(appendonly: bool = False) -> Iterator[RedisServer]:
-    """A fresh redis-server in a temporary folder, with REDIS_URL pointing at it meanwhile."""
+    """A fresh redis-server in a temporary folder (clients built on its ``url``)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         server = RedisServer(Path(tmp) / "redis", appendonly=appendonly).start()
-        old_url = os.environ.get("REDIS_URL")
-        os.environ["REDIS_URL"] = server.url
-        reset_clients()
         try:
             yield server
         finally:
             server.stop()
-            if old_url is None:
-                os.environ.pop("REDIS_URL", None)
-            else:
-                os.environ["REDIS_URL"] = old_url
             reset_clients()
 
 

@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from stocks.config import Settings
+
 
 def build_parser() -> argparse.ArgumentParser:
     from stocks import loader  # noqa: PLC0415 - keep `stocks --help` light
@@ -33,22 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    settings = Settings.from_env()  # the one read of the environment
     if args.command == "serve":
         from stocks.api.server import serve  # noqa: PLC0415
 
-        return serve(args.host, args.port, args.workers)
+        return serve(settings, args.host, args.port, args.workers)
     if args.command == "worker":
         from stocks.worker.main import run_workers  # noqa: PLC0415
 
-        return run_workers(args.concurrency)
+        return run_workers(settings, args.concurrency)
     if args.command == "load":
         from stocks import loader  # noqa: PLC0415
 
-        return loader.run(args)
+        return loader.run(args, settings)
     if args.command == "run":
         from stocks import devrun  # noqa: PLC0415
 
-        return devrun.run(args.host, args.port)
+        return devrun.run(settings, args.host, args.port)
     return 2
 
 

@@ -1,42 +1,100 @@
-"""Settings from the environment, and Redis clients for the four logical DBs.
+"""Settings, read from the environment once, at start, and handed to every part.
 
 Every knob is an environment variable so the same image runs on a laptop and in a
-cluster; secrets (API keys, Redis password inside REDIS_URL) never live in code.
+cluster; secrets (API keys, the Redis password inside REDIS_URL) never live in code.
+This is the only module that reads the environment: a part gets a ``Settings`` from
+whoever starts it (``stocks`` subcommands call ``Settings.from_env()``; tests build one),
+so a setting cannot change under a running process or differ between two modules.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from functools import cache
+from pathlib import Path
 
 import redis
 
-STOCKS_DB = 0
-QUEUE_DB = 1
-JOBS_DB = 2
-IMAGES_DB = 3
+
+def _env(name: str, **kwargs):
+    """A field read from environment variable ``name`` (the README lists the same names)."""
+    return field(metadata={"env": name}, **kwargs)
 
 
-def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = _env("REDIS_URL", default="redis://127.0.0.1:6379")
+    api_keys: tuple[str, ...] = _env("STOCKS_API_KEYS", default=())
+    data_dir: Path = _env("STOCKS_DATA_DIR", default=Path("../shared/data/sp500_daily"))
+    # jobs and workers
+    worker_timeout: float = _env("STOCKS_WORKER_TIMEOUT", default=30.0)
+    max_attempts: int = _env("STOCKS_MAX_ATTEMPTS", default=3)
+    result_ttl: int = _env("STOCKS_RESULT_TTL", default=7 * 24 * 3600)
+    shutdown_grace: float = _env("STOCKS_SHUTDOWN_GRACE", default=25.0)
+    batch_max: int = _env("STOCKS_BATCH_MAX", default=32)
+    # the API
+    job_rate: str = _env("STOCKS_JOB_RATE", default="120/minute")
+    api_cache_mb: int = _env("STOCKS_API_CACHE_MB", default=128)
+    analytics_cache: int = _env("STOCKS_ANALYTICS_CACHE", default=128)
+    indicator_cache: int = _env("STOCKS_INDICATOR_CACHE", default=32)
+    # the HTTP server
+    worker_class: str = _env("STOCKS_WORKER_CLASS", default="gthread")
+    threads: int = _env("STOCKS_THREADS", default=4)
+    timeout: int = _env("STOCKS_TIMEOUT", default=30)
+    access_log: bool = _env("STOCKS_ACCESS_LOG", default=False)
+    # the Yahoo loader
+    yahoo_max_requests: int = _env("YAHOO_MAX_REQUESTS", default=4)
+    yahoo_retries: int = _env("YAHOO_RETRIES", default=5)
+    yahoo_retry_wait: float = _env("YAHOO_RETRY_WAIT", default=1.0)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``environ`` (default: this process's); unset or empty means default."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"], "")
+            if raw.strip() != "":
+                values[f.name] = _parse(f.name, f.type, raw)
+        return cls(**values)
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def redis(self, db: int, *, decode: bool = False) -> redis.Redis:
+        """A pooled client for one logical DB of this Redis."""
+        return redis_client(self.redis_url, db, decode=decode)
 
 
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+def _parse(name: str, kind: str, raw: str):
+    parsers = {
+        "str": str,
+        "int": int,
+        "float": float,
+        "Path": Path,
+        "bool": lambda text: text.strip().lower() in ("1", "true", "yes", "on"),
+        "tuple[str, ...]": lambda text: tuple(k.strip() for k in text.split(",") if k.strip()),
+    }
+    try:
+        return parsers[kind](raw)
+    except ValueError as e:
+        raise SystemExit(f"setting {ENV_NAMES[name]}: {e}") from None
 
 
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
+ENV_NAMES: dict[str, str] = {f.name: f.metadata["env"] for f in fields(Settings)}
 
 
-def redis_url() -> str:
-    return env_str("REDIS_URL", "redis://127.0.0.1:6379")
+def child_environ(**overrides: str) -> dict[str, str]:
+    """This process's environment with ``overrides``, for a child process to read."""
+    return {**os.environ, **overrides}
 
 
 @cache
-def _client(url: str, db: int, decode: bool) -> redis.Redis:
+def redis_client(url: str, db: int, *, decode: bool = False) -> redis.Redis:
+    """A client for one logical DB; cached per (URL, db) so connection pools are shared."""
     return redis.Redis.from_url(
         url,
         db=db,
@@ -48,11 +106,6 @@ def _client(url: str, db: int, decode: bool) -> redis.Redis:
     )
 
 
-def redis_client(db: int, *, decode: bool = False) -> redis.Redis:
-    """A pooled client for one logical DB; cached per (URL, db) so pools are shared."""
-    return _client(redis_url(), db, decode)
-
-
 def reset_clients() -> None:
-    """Forget cached clients (after a fork, or when REDIS_URL changes in tests)."""
-    _client.cache_clear()
+    """Forget cached clients, so no socket is shared with a parent after a fork."""
+    redis_client.cache_clear()

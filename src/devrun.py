@@ -8,7 +8,6 @@ it started.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from stocks import storage
-from stocks.config import STOCKS_DB, redis_client, redis_url
-from stocks.redis_server import RedisServer, ping
+from stocks.config import Settings
+from stocks.keys import STOCKS_DB
+from stocks.redis_server import RedisServer, env_with_redis, ping
 
 RUN_DIR = Path(".run")
 SHARED_PRICES = Path("..") / "shared" / "data" / "sp500_daily"
@@ -31,9 +31,9 @@ def say(message: str) -> None:
     print(f"[stocks run] {message}", flush=True)
 
 
-def ensure_redis() -> RedisServer | None:
+def ensure_redis(settings: Settings) -> RedisServer | None:
     """Reuse a reachable Redis; otherwise start one on REDIS_URL's local port."""
-    url = redis_url()
+    url = settings.redis_url
     if ping(url):
         say(f"using the Redis at {url}")
         return None
@@ -59,22 +59,25 @@ def stocks_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "stocks.cli", *args]
 
 
-def load_if_empty() -> None:
-    r = redis_client(STOCKS_DB)
+def load_if_empty(settings: Settings) -> None:
+    r = settings.redis(STOCKS_DB)
     count = storage.count_symbols(r)
     if count:
         say(f"DB 0 already holds {count} tickers; not loading")
         return
-    data_dir = Path(os.environ.get("STOCKS_DATA_DIR", SHARED_PRICES))
+    data_dir = settings.data_dir
+    env = env_with_redis(settings.redis_url)
     if data_dir.is_dir():
         say(f"loading CSV files from {data_dir}")
-        subprocess.run(stocks_command("load", "--source", "csv", "--path", str(data_dir)))
+        subprocess.run(stocks_command("load", "--source", "csv", "--path", str(data_dir)), env=env)
     elif yahoo_reachable():
         say("loading the S&P 500 from Yahoo Finance (5 years)")
-        subprocess.run(stocks_command("load", "--source", "yahoo", "--sp500", "--period", "5y"))
+        subprocess.run(
+            stocks_command("load", "--source", "yahoo", "--sp500", "--period", "5y"), env=env
+        )
     if storage.count_symbols(r) == 0:
         say("no real data available: loading synthetic prices (the API labels them synthetic)")
-        subprocess.run(stocks_command("load", "--source", "synthetic"), check=True)
+        subprocess.run(stocks_command("load", "--source", "synthetic"), check=True, env=env)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> bool:
@@ -107,26 +110,29 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run(host: str, port: int) -> int:
+def run(settings: Settings, host: str, port: int) -> int:
     # SIGTERM (kill, a supervisor, `timeout`) stops everything just like Ctrl-C does, and
     # so does SIGINT even when a non-interactive parent shell started us ignoring it.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    server = ensure_redis()
+    server = ensure_redis(settings)
     if server is not None:
-        os.environ["REDIS_URL"] = server.url
+        settings = settings.replace(redis_url=server.url)
     children: list[subprocess.Popen] = []
     try:
-        load_if_empty()
+        load_if_empty(settings)
         # Each child in its own process group: Ctrl-C reaches only this process, which
         # then stops each child with one SIGTERM. A gunicorn gthread worker that gets the
         # terminal's SIGINT and its master's signal as well can deadlock in its own
         # shutdown until the master kills it 10 s later.
+        env = env_with_redis(settings.redis_url)
         api = subprocess.Popen(
-            stocks_command("serve", "--host", host, "--port", str(port)), process_group=0
+            stocks_command("serve", "--host", host, "--port", str(port)), process_group=0, env=env
         )
         children.append(api)
-        worker = subprocess.Popen(stocks_command("worker", "--concurrency", "1"), process_group=0)
+        worker = subprocess.Popen(
+            stocks_command("worker", "--concurrency", "1"), process_group=0, env=env
+        )
         children.append(worker)
         base = f"http://{host}:{port}"
         if not wait_healthy(base, api):

@@ -32,8 +32,9 @@ import redis
 from tqdm import tqdm
 
 from stocks import constituents, storage
-from stocks.config import STOCKS_DB, redis_client, redis_url, reset_clients
+from stocks.config import Settings, redis_client, reset_clients
 from stocks.csv_source import CsvRejected, RowWarning, parse_csv
+from stocks.keys import STOCKS_DB
 
 SOURCES = ("csv", "yahoo", "synthetic")
 PERIOD_RE = re.compile(r"^(\d{1,3}(d|wk|mo|y)|ytd|max)$")
@@ -113,39 +114,41 @@ def _meta(symbol: str, source: str) -> dict:
     return {"name": name, "sector": sector, "source": source}
 
 
-def _store(symbol: str, bars, source: str) -> int:
-    storage.replace_series(redis_client(STOCKS_DB), symbol, bars, _meta(symbol, source))
+def _store(url: str, symbol: str, bars, source: str) -> int:
+    storage.replace_series(redis_client(url, STOCKS_DB), symbol, bars, _meta(symbol, source))
     return len(bars)
 
 
-def csv_task(symbol: str, path: str) -> Outcome:
+def csv_task(url: str, symbol: str, path: str) -> Outcome:
     try:
         parsed = parse_csv(path)
-        return Outcome(symbol, _store(symbol, parsed.bars, "csv"), warnings=parsed.warnings)
+        return Outcome(symbol, _store(url, symbol, parsed.bars, "csv"), warnings=parsed.warnings)
     except CsvRejected as exc:
         return Outcome(symbol, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad ticker must not stop the others
         return Outcome(symbol, error=f"{Path(path).name}: {type(exc).__name__}: {exc}")
 
 
-def yahoo_task(symbol: str, window, session, policy) -> Outcome:
+def yahoo_task(url: str, symbol: str, window, session, policy) -> Outcome:
     from stocks import yahoo_source  # noqa: PLC0415 - yfinance is slow to import
 
     try:
         bars = yahoo_source.fetch(symbol, window, session=session, policy=policy)
-        return Outcome(symbol, _store(symbol, bars, "yahoo"))
+        return Outcome(symbol, _store(url, symbol, bars, "yahoo"))
     except yahoo_source.YahooFailure as exc:
         return Outcome(symbol, error=str(exc))
     except Exception as exc:  # noqa: BLE001
         return Outcome(symbol, error=f"{symbol}: {type(exc).__name__}: {exc}")
 
 
-def synthetic_task(symbol: str, seed: int, start: dt.date | None, end: dt.date | None) -> Outcome:
+def synthetic_task(
+    url: str, symbol: str, seed: int, start: dt.date | None, end: dt.date | None
+) -> Outcome:
     from stocks import synthetic  # noqa: PLC0415
 
     try:
         bars = synthetic.random_walk(symbol, seed, end=end, start=start)
-        return Outcome(symbol, _store(symbol, bars, "synthetic"))
+        return Outcome(symbol, _store(url, symbol, bars, "synthetic"))
     except Exception as exc:  # noqa: BLE001
         return Outcome(symbol, error=f"{symbol}: {type(exc).__name__}: {exc}")
 
@@ -201,7 +204,9 @@ def _canonical(raw: str) -> str:
     return storage.normalize_symbol(raw).replace("-", ".")
 
 
-def csv_jobs(directory: Path, tickers: list[str] | None) -> tuple[list[tuple], dict[str, str]]:
+def csv_jobs(
+    url: str, directory: Path, tickers: list[str] | None
+) -> tuple[list[tuple], dict[str, str]]:
     """(jobs, failures): one job per file to load; a ticker without a file is a failure."""
     jobs: list[tuple] = []
     failures: dict[str, str] = {}
@@ -215,7 +220,7 @@ def csv_jobs(directory: Path, tickers: list[str] | None) -> tuple[list[tuple], d
                 failures[path.name] = f"{path.name}: same symbol as {first}; not loaded"
             else:
                 owner[_canonical(path.stem)] = path.name
-                jobs.append((_canonical(path.stem), str(path)))
+                jobs.append((url, _canonical(path.stem), str(path)))
         return jobs, failures
     for raw in dict.fromkeys(tickers):
         names = dict.fromkeys([raw, *storage.symbol_candidates(raw)])
@@ -225,11 +230,12 @@ def csv_jobs(directory: Path, tickers: list[str] | None) -> tuple[list[tuple], d
         if path is None:
             failures[_canonical(raw)] = f"{raw}: no file {raw}.csv in {directory}"
         else:
-            jobs.append((_canonical(raw), str(path)))
+            jobs.append((url, _canonical(raw), str(path)))
     return jobs, failures
 
 
 def load_csv(
+    settings: Settings,
     directory: Path | str,
     tickers: list[str] | None = None,
     workers: int | None = None,
@@ -239,7 +245,7 @@ def load_csv(
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"--path {directory}: not a directory")
-    jobs, failures = csv_jobs(directory, tickers)
+    jobs, failures = csv_jobs(settings.redis_url, directory, tickers)
     if not jobs and not failures:
         raise UsageError(f"--path {directory}: no .csv files in it")
     summary = run_tasks("csv", csv_task, jobs, workers or default_workers(), kind, progress)
@@ -248,6 +254,7 @@ def load_csv(
 
 
 def load_yahoo(
+    settings: Settings,
     symbols: list[str],
     window=None,
     workers: int | None = None,
@@ -260,11 +267,12 @@ def load_yahoo(
 
     window = window or yahoo_source.Window(period="5y")
     workers = workers or yahoo_source.MAX_REQUESTS
-    jobs = [(sym, window, session, policy) for sym in symbols]
+    jobs = [(settings.redis_url, sym, window, session, policy) for sym in symbols]
     return run_tasks("yahoo", yahoo_task, jobs, workers, "thread", progress)
 
 
 def load_synthetic(
+    settings: Settings,
     symbols: list[str],
     seed: int = 0,
     start: dt.date | None = None,
@@ -272,7 +280,7 @@ def load_synthetic(
     workers: int | None = None,
     progress: bool | None = None,
 ) -> Summary:
-    jobs = [(sym, seed, start, end) for sym in symbols]
+    jobs = [(settings.redis_url, sym, seed, start, end) for sym in symbols]
     return run_tasks(
         "synthetic", synthetic_task, jobs, workers or default_workers(), "thread", progress
     )
@@ -337,7 +345,7 @@ def _window(args: argparse.Namespace):
     return start, end
 
 
-def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
+def plan(args: argparse.Namespace, settings: Settings, session=None) -> Callable[[], Summary]:
     """Check the arguments (UsageError, before anything runs) and return the load to run."""
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -348,7 +356,7 @@ def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
             raise UsageError("--source csv needs --path DIR")
         if not Path(args.path).is_dir():
             raise UsageError(f"--path {args.path}: not a directory")
-        return partial(load_csv, args.path, tickers, args.workers)
+        return partial(load_csv, settings, args.path, tickers, args.workers)
     if args.source == "yahoo":
         from stocks import yahoo_source  # noqa: PLC0415
 
@@ -369,7 +377,7 @@ def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
             symbols = [*constituents.sp500_symbols(), constituents.INDEX_SYMBOL]
         else:
             symbols = list(dict.fromkeys(yahoo_source.canonical(t) for t in tickers))
-        return partial(load_yahoo, symbols, window, args.workers, session)
+        return partial(load_yahoo, settings, symbols, window, args.workers, session)
     from stocks import synthetic  # noqa: PLC0415
 
     _refuse(args, "synthetic", ("--path", "--period"))
@@ -382,20 +390,20 @@ def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
         symbols = list(dict.fromkeys(_canonical(t) for t in tickers))
     else:
         symbols = synthetic.symbols(None if args.sp500 else args.count)
-    return partial(load_synthetic, symbols, args.seed, start, end, args.workers)
+    return partial(load_synthetic, settings, symbols, args.seed, start, end, args.workers)
 
 
-def run(args: argparse.Namespace, session=None) -> int:
+def run(args: argparse.Namespace, settings: Settings, session=None) -> int:
     """The ``stocks load`` command: exit 0 all loaded, 1 some failed, 2 usage error."""
     try:
-        load = plan(args, session=session)
+        load = plan(args, settings, session=session)
     except UsageError as exc:
         print(f"stocks load: error: {exc}", file=sys.stderr)
         return 2
     try:
-        redis_client(STOCKS_DB).ping()
+        settings.redis(STOCKS_DB).ping()
     except (redis.RedisError, OSError) as exc:
-        print(f"stocks load: cannot reach Redis at {redis_url()}: {exc}", file=sys.stderr)
+        print(f"stocks load: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
         return 1
     try:
         summary = load()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import redis
 
+from stocks.config import child_environ
+
 
 def find_redis_server() -> str | None:
     on_path = shutil.which("redis-server")
@@ -136,6 +138,5 @@ class RedisServer:
 
 
 def env_with_redis(url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = url
-    return env
+    """The environment for a child process that should use the Redis at ``url``."""
+    return child_environ(REDIS_URL=url)

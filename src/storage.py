@@ -1,11 +1,6 @@
-"""Price storage in Redis DB 0: the key layout and the binary bar format live here only.
+"""Price storage in Redis DB 0: the binary bar format lives here only.
 
-Key layout (DB 0)
-    stocks:symbols        SET   canonical symbols that have data (BRK.B, ^GSPC, ...)
-    stocks:meta:{SYM}     HASH  name, sector, first_date, last_date, rows, source,
-                                loaded_at, version (a new random token on every change)
-    stocks:bars:{SYM}     HASH  field "YYYY" -> that year's bars as packed records
-    stocks:lock:{SYM}     STR   held while one bar of SYM is rewritten (redis-py Lock)
+Key layout (DB 0): ``stocks.keys`` (symbols set, meta and bars hashes, write locks).
 
 Bar record: 52 bytes, little-endian, ``BAR_DTYPE``
     date int32 (days since 1970-01-01), open, high, low, close, adj_close float64
@@ -29,9 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 import redis
 
-SYMBOLS_KEY = "stocks:symbols"
-META_PREFIX = "stocks:meta:"
-BARS_PREFIX = "stocks:bars:"
+from stocks.keys import SYMBOLS_KEY, bars_key, lock_key, meta_key
 
 BAR_DTYPE = np.dtype(
     [
@@ -57,18 +50,6 @@ WRITE_LOCK_WAIT = 10.0  # seconds a writer waits for it before giving up
 
 class WriteContention(Exception):
     """A single-bar write could not get its turn on a symbol in time (retry later)."""
-
-
-def meta_key(symbol: str) -> str:
-    return META_PREFIX + symbol
-
-
-def bars_key(symbol: str) -> str:
-    return BARS_PREFIX + symbol
-
-
-def lock_key(symbol: str) -> str:
-    return "stocks:lock:" + symbol
 
 
 # --- dates -----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import redis
 
-from stocks.config import reset_clients
+from stocks.config import Settings, reset_clients
+from stocks.jobs import JobQueue
 from stocks.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,13 +50,31 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture
-def redis_url(redis_server, monkeypatch) -> str:
-    """REDIS_URL pointing at an empty server; every stocks client follows it."""
+def redis_url(redis_server) -> str:
+    """The URL of the session's server, emptied for this test."""
     redis.Redis.from_url(redis_server.url).flushall()
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
     reset_clients()
     yield redis_server.url
     reset_clients()
+
+
+@pytest.fixture
+def redis_env(redis_url, monkeypatch) -> str:
+    """REDIS_URL in the environment, for tests of commands that read it (``stocks ...``)."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    return redis_url
+
+
+@pytest.fixture
+def settings(redis_url) -> Settings:
+    """The defaults, on the emptied server; a test changes what it needs with ``replace``."""
+    return Settings(redis_url=redis_url)
+
+
+@pytest.fixture
+def jobq(settings) -> JobQueue:
+    """A queue handle for reading job records and images."""
+    return JobQueue(settings, "reader")
 
 
 @pytest.fixture
@@ -65,10 +84,9 @@ def r0(redis_url) -> redis.Redis:
 
 
 @pytest.fixture
-def own_redis(tmp_path, monkeypatch):
+def own_redis(tmp_path):
     """A private redis-server with AOF, for tests that kill or restart it."""
     server = RedisServer(tmp_path / "redis", appendonly=True).start()
-    monkeypatch.setenv("REDIS_URL", server.url)
     reset_clients()
     yield server
     server.stop(kill=True)

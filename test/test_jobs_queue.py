@@ -13,9 +13,11 @@ import pytest
 import redis
 from conftest import wait_for
 
-from stocks import jobs
+from stocks import jobs, scripts
+from stocks.config import Settings
 from stocks.jobs import JobError, JobQueue
 from stocks.redis_server import env_with_redis
+from stocks.worker.loop import Pace, Worker
 
 
 @pytest.fixture
@@ -23,8 +25,8 @@ def dbs(redis_url):
     return {n: redis.Redis.from_url(redis_url, db=n) for n in (1, 2, 3)}
 
 
-def test_put_writes_the_record_and_the_queue_entry_together(dbs):
-    job_id = JobQueue().put("line", {"symbols": ["AAPL"], "n": 1.5})
+def test_put_writes_the_record_and_the_queue_entry_together(dbs, settings):
+    job_id = JobQueue(settings).put("line", {"symbols": ["AAPL"], "n": 1.5})
     assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]
     raw = dbs[2].hgetall(f"job:{job_id}")
     assert raw[b"status"] == b"queued"
@@ -32,18 +34,18 @@ def test_put_writes_the_record_and_the_queue_entry_together(dbs):
     assert dbs[2].zrange("jobs:all", 0, -1) == [job_id.encode()]
 
 
-def test_a_refused_enqueue_leaves_nothing(dbs):
+def test_a_refused_enqueue_leaves_nothing(dbs, settings):
     dbs[1].set("queue:waiting", "not a list")
     with pytest.raises(redis.ResponseError):
-        JobQueue().put("line", {"symbols": ["AAPL"]})
+        JobQueue(settings).put("line", {"symbols": ["AAPL"]})
     assert dbs[2].dbsize() == 0
     with pytest.raises(TypeError):
-        JobQueue().put("line", {"bad": object()})  # not JSON: refused before Redis
+        JobQueue(settings).put("line", {"bad": object()})  # not JSON: refused before Redis
     assert dbs[2].dbsize() == 0
 
 
-def test_putting_an_id_again_changes_nothing_even_after_the_job_finished(dbs):
-    queue = JobQueue("w1")
+def test_putting_an_id_again_changes_nothing_even_after_the_job_finished(dbs, settings):
+    queue = JobQueue(settings, "w1")
     job_id = queue.put("line", {"i": 1})
     assert queue.put("line", {"i": 1}, job_id=job_id) == job_id  # still queued: one entry
     assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]
@@ -57,55 +59,55 @@ def test_putting_an_id_again_changes_nothing_even_after_the_job_finished(dbs):
         queue.put("line", {}, job_id="not-an-id")
 
 
-def test_fifo_and_the_job_moves_into_the_workers_own_list(dbs):
-    queue = JobQueue("w1")
+def test_fifo_and_the_job_moves_into_the_workers_own_list(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     ids = [queue.put("line", {"i": i}) for i in range(3)]
     job = queue.get(timeout=0.5)
     assert job.id == ids[0] and job.params == {"i": 0} and job.attempts == 1
     assert dbs[1].lrange("queue:processing:w1", 0, -1) == [job.id.encode()]
-    rec = jobs.get_job(job.id)
+    rec = jobq.get_job(job.id)
     assert rec["status"] == "running" and rec["worker"] == "w1" and rec["started_at"]
     assert queue.finish(job, b"img", "image/png").status == "finished"
     assert dbs[1].llen("queue:processing:w1") == 0
-    assert jobs.get_image(job.id) == b"img"
-    assert jobs.get_job(job.id)["content_type"] == "image/png"
+    assert jobq.get_image(job.id) == b"img"
+    assert jobq.get_job(job.id)["content_type"] == "image/png"
 
 
-def test_finish_can_take_the_next_job_in_the_same_step(dbs):
-    queue = JobQueue("w1")
+def test_finish_can_take_the_next_job_in_the_same_step(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     first, second = queue.put("line", {}), queue.put("line", {})
     outcome = queue.finish(queue.get(timeout=0.5), b"1", "image/png", take_next=True)
     assert outcome.status == "finished" and outcome.next_job.id == second
-    assert jobs.get_job(second)["status"] == "running"
-    assert jobs.get_job(first)["status"] == "finished"
+    assert jobq.get_job(second)["status"] == "running"
+    assert jobq.get_job(first)["status"] == "finished"
     assert queue.finish(outcome.next_job, b"2", "image/png", take_next=True).next_job is None
 
 
-def test_get_times_out_on_an_empty_queue(dbs):
+def test_get_times_out_on_an_empty_queue(dbs, settings):
     started = time.monotonic()
-    assert JobQueue().get(timeout=0.3) is None
+    assert JobQueue(settings).get(timeout=0.3) is None
     assert 0.25 <= time.monotonic() - started < 2
 
 
-def test_a_cancelled_job_is_never_handed_out_even_if_already_taken(dbs):
-    queue = JobQueue("w1")
+def test_a_cancelled_job_is_never_handed_out_even_if_already_taken(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     cancelled, runnable = queue.put("line", {}), queue.put("line", {})
     # simulate the race: the id is already in the worker's list when the user cancels
     dbs[1].lmove("queue:waiting", "queue:processing:w1", "RIGHT", "LEFT")
-    assert jobs.cancel_or_delete(cancelled) == "cancelled"
-    assert jobs.get_job(cancelled)["status"] == "cancelled"
+    assert jobq.cancel_or_delete(cancelled) == "cancelled"
+    assert jobq.get_job(cancelled)["status"] == "cancelled"
     assert queue.release_own() == (0, 0)  # a cancelled leftover is dropped, not requeued
     job = queue.get(timeout=0.2)
     assert job.id == runnable
     dbs[1].lpush("queue:waiting", cancelled)  # even a stray duplicate entry is skipped
     assert queue.get(timeout=0.2) is None
-    assert jobs.get_job(cancelled)["status"] == "cancelled"
+    assert jobq.get_job(cancelled)["status"] == "cancelled"
     assert dbs[1].llen("queue:processing:w1") == 1  # only the running one
 
 
-def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch):
-    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.2")
-    slow, fast = JobQueue("slow"), JobQueue("fast")
+def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch, jobq, settings):
+    settings = settings.replace(worker_timeout=0.2)
+    slow, fast = JobQueue(settings, "slow"), JobQueue(settings, "fast")
     job_id = slow.put("line", {})
     slow.heartbeat()
     old = slow.get(timeout=0.5)
@@ -115,48 +117,47 @@ def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch):
     new = fast.get(timeout=0.5)
     assert new.id == job_id and new.attempts == 2 and new.token != old.token
     assert fast.finish(new, b"good", "image/png").status == "finished"
-    finished = jobs.get_job(job_id)
+    finished = jobq.get_job(job_id)
 
     assert slow.finish(old, b"stale", "image/png").status == "stale"
     assert slow.fail(old, "late failure").status == "stale"
     assert slow.put_back(old).status == "stale"
     assert fast.finish(new, b"again", "image/png").status == "finished"  # replay: no change
-    assert jobs.get_job(job_id) == finished
-    assert jobs.get_image(job_id) == b"good"
+    assert jobq.get_job(job_id) == finished
+    assert jobq.get_image(job_id) == b"good"
     assert dbs[1].llen("queue:waiting") == 0
 
 
-def test_only_the_current_attempt_can_finish_a_running_job(dbs):
-    queue = JobQueue("w1")
+def test_only_the_current_attempt_can_finish_a_running_job(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     queue.put("line", {})
     job = queue.get(timeout=0.5)
     impostor = jobs.Job(job.id, job.kind, job.params, "0" * 16, job.attempts)
     assert queue.finish(impostor, b"x", "image/png").status == "stale"
-    assert jobs.get_job(job.id)["status"] == "running"
-    assert jobs.get_image(job.id) is None
+    assert jobq.get_job(job.id)["status"] == "running"
+    assert jobq.get_image(job.id) is None
 
 
-def test_the_reaper_gives_up_after_max_attempts(dbs, monkeypatch):
-    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.1")
-    monkeypatch.setenv("STOCKS_MAX_ATTEMPTS", "2")
-    reaper = JobQueue("reaper")
+def test_the_reaper_gives_up_after_max_attempts(dbs, monkeypatch, jobq, settings):
+    settings = settings.replace(worker_timeout=0.1, max_attempts=2)
+    reaper = JobQueue(settings, "reaper")
     job_id = reaper.put("line", {})
     for attempt in (1, 2):
-        dying = JobQueue(f"dying{attempt}")
+        dying = JobQueue(settings, f"dying{attempt}")
         dying.heartbeat()
         assert dying.get(timeout=0.5).attempts == attempt
         time.sleep(0.25)
         assert reaper.reap() == ((1, 0) if attempt == 1 else (0, 1))
-    rec = jobs.get_job(job_id)
+    rec = jobq.get_job(job_id)
     assert rec["status"] == "failed" and rec["attempts"] == 2
     assert "stopped responding" in rec["error"] and "2 attempts" in rec["error"]
     assert dbs[1].zcard("queue:workers") == 0
     assert reaper.get(timeout=0.1) is None
 
 
-def test_a_live_worker_is_not_reaped(dbs, monkeypatch):
-    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "5")
-    busy, other = JobQueue("busy"), JobQueue("other")
+def test_a_live_worker_is_not_reaped(dbs, monkeypatch, settings):
+    settings = settings.replace(worker_timeout=5)
+    busy, other = JobQueue(settings, "busy"), JobQueue(settings, "other")
     busy.put("line", {})
     busy.heartbeat()
     job = busy.get(timeout=0.5)
@@ -200,40 +201,44 @@ def lost_replies(monkeypatch):
 
 
 def script(name: str) -> bytes:
-    return jobs._SHAS[name].encode()
+    return scripts.SHAS[name].encode()
 
 
 @pytest.mark.parametrize("times", [1, 2])  # 2: the quick resend is lost too, then backoff
-def test_a_lost_reply_to_finish_and_take_hands_out_the_job_it_took(dbs, lost_replies, times):
-    queue = JobQueue("w1")
+def test_a_lost_reply_to_finish_and_take_hands_out_the_job_it_took(
+    dbs, lost_replies, times, jobq, settings
+):
+    queue = JobQueue(settings, "w1")
     first, second, third = (queue.put("line", {"n": i}) for i in range(3))
     job = queue.get(timeout=0.5)
     lost_replies.next_reply_to(script("finish"), times)
     outcome = queue.finish(job, b"img", "image/png", take_next=True)
     assert lost_replies.lost == times
-    assert outcome.status == "finished" and jobs.get_image(first) == b"img"
+    assert outcome.status == "finished" and jobq.get_image(first) == b"img"
     assert outcome.next_job.id == second  # not the third, with the second stranded
-    rec = jobs.get_job(second)
+    rec = jobq.get_job(second)
     assert rec["status"] == "running" and rec["attempts"] == 1
     assert rec["token"] == outcome.next_job.token
     assert dbs[1].lrange("queue:processing:w1", 0, -1) == [second.encode()]
     assert dbs[1].lrange("queue:waiting", 0, -1) == [third.encode()]
 
 
-def test_a_lost_reply_to_take_hands_out_the_job_it_took(dbs, lost_replies):
-    queue = JobQueue("w1")
+def test_a_lost_reply_to_take_hands_out_the_job_it_took(dbs, lost_replies, jobq, settings):
+    queue = JobQueue(settings, "w1")
     first, second = queue.put("line", {}), queue.put("line", {})
     lost_replies.next_reply_to(script("take"))
     job = queue.get(block=False)
     assert lost_replies.lost == 1
-    assert job.id == first and jobs.get_job(first)["token"] == job.token
+    assert job.id == first and jobq.get_job(first)["token"] == job.token
     assert dbs[1].lrange("queue:processing:w1", 0, -1) == [first.encode()]
     assert dbs[1].lrange("queue:waiting", 0, -1) == [second.encode()]
 
 
 @pytest.mark.parametrize("lost", [b"BLMOVE", script("start")], ids=["blmove", "start"])
-def test_a_lost_reply_while_blocked_on_an_empty_queue_strands_nothing(dbs, lost_replies, lost):
-    queue, producer = JobQueue("w1"), JobQueue("producer")
+def test_a_lost_reply_while_blocked_on_an_empty_queue_strands_nothing(
+    dbs, lost_replies, lost, jobq, settings
+):
+    queue, producer = JobQueue(settings, "w1"), JobQueue(settings, "producer")
     ids = []
     timer = threading.Timer(0.2, lambda: ids.extend([producer.put("line", {}) for _ in range(2)]))
     timer.start()
@@ -242,13 +247,13 @@ def test_a_lost_reply_while_blocked_on_an_empty_queue_strands_nothing(dbs, lost_
     timer.join()  # the worker may wake after the first put, before ids is filled
     assert lost_replies.lost == 1
     assert job.id == ids[0] and job.attempts == 1
-    assert jobs.get_job(ids[0])["status"] == "running"
+    assert jobq.get_job(ids[0])["status"] == "running"
     assert dbs[1].lrange("queue:processing:w1", 0, -1) == [ids[0].encode()]
     assert dbs[1].lrange("queue:waiting", 0, -1) == [ids[1].encode()]
 
 
-def test_a_stray_entry_of_a_job_running_elsewhere_is_skipped(dbs):
-    holder, other = JobQueue("w1"), JobQueue("w2")
+def test_a_stray_entry_of_a_job_running_elsewhere_is_skipped(dbs, settings):
+    holder, other = JobQueue(settings, "w1"), JobQueue(settings, "w2")
     job_id = holder.put("line", {})
     job = holder.get(timeout=0.5)
     dbs[1].lpush("queue:waiting", job_id)  # a duplicate entry, however it came about
@@ -257,8 +262,8 @@ def test_a_stray_entry_of_a_job_running_elsewhere_is_skipped(dbs):
     assert holder.finish(job, b"x", "image/png").status == "finished"
 
 
-def test_a_stopped_worker_is_not_registered_again_by_a_late_heartbeat(dbs, monkeypatch):
-    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.5")
+def test_a_stopped_worker_is_not_registered_again_by_a_late_heartbeat(dbs, monkeypatch, settings):
+    settings = settings.replace(worker_timeout=0.5)
     unregistered = threading.Event()
     beat, unregister = JobQueue.heartbeat, JobQueue.unregister
 
@@ -274,8 +279,8 @@ def test_a_stopped_worker_is_not_registered_again_by_a_late_heartbeat(dbs, monke
     monkeypatch.setattr(JobQueue, "heartbeat", heartbeat)
     monkeypatch.setattr(JobQueue, "unregister", unregister_then_tell)
     until = time.monotonic() + 0.2
-    JobQueue("w1").run(
-        lambda kind, params: (b"", "image/png"), stop=lambda: time.monotonic() > until
+    Worker(JobQueue(settings, "w1"), lambda kind, params: (b"", "image/png")).run(
+        stop=lambda: time.monotonic() > until
     )
     time.sleep(0.2)
     assert dbs[1].zcard("queue:workers") == 0
@@ -283,53 +288,56 @@ def test_a_stopped_worker_is_not_registered_again_by_a_late_heartbeat(dbs, monke
 
 def die_holding_jobs(redis_url: str, body: str) -> None:
     """Run ``body`` in a new Python process, which must SIGKILL itself (holding jobs)."""
-    code = "import os, signal\nfrom stocks.jobs import JobQueue\n" + body
+    code = (
+        "import os, signal\nfrom stocks.config import Settings\n"
+        "from stocks.jobs import JobQueue\nfrom stocks.worker.loop import Worker\n"
+        "settings = Settings.from_env()\n" + body
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env_with_redis(redis_url))
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_a_consumer_killed_mid_job_is_reaped(dbs, redis_url, monkeypatch):
-    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.5")
-    reaper = JobQueue("reaper")
+def test_a_consumer_killed_mid_job_is_reaped(dbs, redis_url, monkeypatch, jobq, settings):
+    settings = settings.replace(worker_timeout=0.5)
+    reaper = JobQueue(settings, "reaper")
     job_id = reaper.put("line", {})
     die_holding_jobs(
         redis_url,
-        "job = next(JobQueue('consumer').consume(timeout=5))\n"
+        "job = next(JobQueue(settings, 'consumer').consume(timeout=5))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n",
     )
-    assert jobs.get_job(job_id)["status"] == "running"
+    assert jobq.get_job(job_id)["status"] == "running"
     wait_for(lambda: reaper.reap() == (1, 0), timeout=5, what="the reaper to put it back")
     assert reaper.get(timeout=0.5).id == job_id
 
 
-def test_put_back_refunds_the_attempt_and_goes_first(dbs):
-    queue = JobQueue("w1")
+def test_put_back_refunds_the_attempt_and_goes_first(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     first = queue.put("line", {})
     queue.put("line", {})
     job = queue.get(timeout=0.5)
     assert queue.put_back(job, refund=True).status == "queued"
-    rec = jobs.get_job(first)
+    rec = jobq.get_job(first)
     assert rec["status"] == "queued" and rec["attempts"] == 0 and rec["started_at"] is None
     assert queue.get(timeout=0.5).id == first
 
 
-def test_release_own_puts_back_what_a_worker_holds(dbs):
-    queue = JobQueue("w1")
+def test_release_own_puts_back_what_a_worker_holds(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     job_id = queue.put("line", {})
     queue.get(timeout=0.5)  # lost by the process (e.g. Redis went away mid-job)
     assert queue.release_own() == (1, 0)
-    rec = jobs.get_job(job_id)
+    rec = jobq.get_job(job_id)
     assert rec["status"] == "queued" and rec["attempts"] == 1
     assert dbs[1].llen("queue:processing:w1") == 0
 
 
-def test_worker_decorator_runs_handlers_and_records_outcomes(dbs):
-    queue = JobQueue("w1")
+def test_the_worker_runs_handlers_and_records_outcomes(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     ids = {name: queue.put(name, {"n": i}) for i, name in enumerate(["ok", "bad", "bug", "blip"])}
     blips = []
     done = []
 
-    @queue.worker
     def handle(kind: str, params: dict) -> tuple[bytes, str]:
         done.append(kind)
         if kind == "bad":
@@ -341,35 +349,40 @@ def test_worker_decorator_runs_handlers_and_records_outcomes(dbs):
             raise redis.ConnectionError("blip")
         return orjson.dumps(params), "application/json"
 
-    handle(stop=lambda: len(set(done)) == 4 and jobs.get_job(ids["blip"])["status"] != "running")
-    assert jobs.get_job(ids["ok"])["status"] == "finished"
-    assert jobs.get_image(ids["ok"]) == b'{"n":0}'
-    bad = jobs.get_job(ids["bad"])
+    worker = Worker(queue, handle)
+    worker.run(
+        stop=lambda: len(set(done)) == 4 and jobq.get_job(ids["blip"])["status"] != "running"
+    )
+    assert jobq.get_job(ids["ok"])["status"] == "finished"
+    assert jobq.get_image(ids["ok"]) == b'{"n":0}'
+    bad = jobq.get_job(ids["bad"])
     assert bad["status"] == "failed" and bad["error"] == "no prices in that range"
     assert bad["attempts"] == 1
-    bug = jobs.get_job(ids["bug"])
+    bug = jobq.get_job(ids["bug"])
     assert bug["status"] == "failed" and "internal error" in bug["error"]
-    blip = jobs.get_job(ids["blip"])
+    blip = jobq.get_job(ids["blip"])
     assert blip["status"] == "finished" and blip["attempts"] == 1  # retried in place
     assert dbs[1].zcard("queue:workers") == 0  # unregistered on the way out
 
 
-def test_interrupted_handler_puts_the_job_back(dbs):
-    queue = JobQueue("w1")
+def test_interrupted_handler_puts_the_job_back(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     job_id = queue.put("line", {})
 
     def handle(kind: str, params: dict) -> tuple[bytes, str]:
         raise jobs.Interrupted()
 
     with pytest.raises(jobs.Interrupted):
-        queue.run(handle)
-    rec = jobs.get_job(job_id)
+        Worker(queue, handle).run()
+    rec = jobq.get_job(job_id)
     assert rec["status"] == "queued" and rec["attempts"] == 0
     assert dbs[1].lrange("queue:waiting", 0, -1) == [job_id.encode()]
 
 
 def test_enqueue_across_databases_is_one_transaction_in_the_aof(own_redis):
-    job_id = JobQueue().put("line", {"symbols": ["AAPL"]})
+    settings = Settings(redis_url=own_redis.url)
+    jobq = JobQueue(settings, "reader")
+    job_id = JobQueue(settings).put("line", {"symbols": ["AAPL"]})
     for _ in range(100):  # everysec: the write may be postponed a moment
         aof = b"".join(path.read_bytes() for path in own_redis.aof_files())
         if b"EXEC" in aof:
@@ -382,7 +395,7 @@ def test_enqueue_across_databases_is_one_transaction_in_the_aof(own_redis):
     # one block, switching databases inside it (Redis 6 also selects the first one there)
     assert b"LPUSH" in block and b"HSET" in block and b"SELECT" in block
     own_redis.restart(kill=True)
-    assert jobs.get_job(job_id)["status"] == "queued"
+    assert jobq.get_job(job_id)["status"] == "queued"
     assert redis.Redis.from_url(own_redis.url, db=1).lrange("queue:waiting", 0, -1) == [
         job_id.encode()
     ]
@@ -392,7 +405,7 @@ def test_enqueue_across_databases_is_one_transaction_in_the_aof(own_redis):
 
 
 def test_the_pace_batches_only_jobs_much_shorter_than_a_round_trip():
-    pace = jobs.Pace(most=32)
+    pace = Pace(most=32)
     assert pace.batch() == 1  # nothing known yet
     for _ in range(5):
         pace.observe(0.00002)
@@ -404,9 +417,9 @@ def test_the_pace_batches_only_jobs_much_shorter_than_a_round_trip():
     assert 1 < pace.batch() < 32
 
 
-def test_batches_can_be_turned_off(dbs, monkeypatch):
-    monkeypatch.setenv("STOCKS_BATCH_MAX", "1")
-    queue = JobQueue("w1")
+def test_batches_can_be_turned_off(dbs, monkeypatch, jobq, settings):
+    settings = settings.replace(batch_max=1)
+    queue = JobQueue(settings, "w1")
     ids = [queue.put("noop", {}) for _ in range(50)]
     held: list[int] = []
 
@@ -414,14 +427,14 @@ def test_batches_can_be_turned_off(dbs, monkeypatch):
         held.append(dbs[1].llen("queue:processing:w1"))
         return b"", "text/plain"
 
-    queue.run(handle, stop=lambda: len(held) == 50, idle_timeout=0.05)
+    Worker(queue, handle, idle_timeout=0.05).run(stop=lambda: len(held) == 50)
     assert held == [1] * 50
-    assert {jobs.get_job(i)["status"] for i in ids} == {"finished"}
+    assert {jobq.get_job(i)["status"] for i in ids} == {"finished"}
 
 
-def test_short_jobs_share_round_trips_and_charts_are_taken_alone(dbs, monkeypatch):
-    monkeypatch.setattr(jobs, "BATCH_BUDGET", 0.015)  # slack for a slow machine, < a chart
-    queue = JobQueue("w1")
+def test_short_jobs_share_round_trips_and_charts_are_taken_alone(dbs, monkeypatch, jobq, settings):
+    queue = JobQueue(settings, "w1")
+    budget = 0.015  # slack for a slow machine, < a chart
     held: dict[str, list[int]] = {"short": [], "chart": []}
 
     def handle(kind: str, params: dict) -> tuple[bytes, str]:
@@ -432,17 +445,18 @@ def test_short_jobs_share_round_trips_and_charts_are_taken_alone(dbs, monkeypatc
 
     for kind, n in (("short", 200), ("chart", 8)):
         ids = [queue.put(kind, {"i": i}) for i in range(n)]
-        queue.run(handle, stop=lambda: len(held[kind]) == n, idle_timeout=0.05)  # noqa: B023
-        assert [jobs.get_job(i)["status"] for i in ids] == ["finished"] * n
-        assert all(jobs.get_image(i) == kind.encode() for i in ids)
+        worker = Worker(queue, handle, idle_timeout=0.05, budget=budget)
+        worker.run(stop=lambda: len(held[kind]) == n)  # noqa: B023
+        assert [jobq.get_job(i)["status"] for i in ids] == ["finished"] * n
+        assert all(jobq.get_image(i) == kind.encode() for i in ids)
     assert max(held["short"]) > 1  # several short jobs held at once: one take for many
-    assert max(held["short"]) <= jobs.batch_max()
+    assert max(held["short"]) <= settings.batch_max
     assert held["chart"] == [1] * 8  # never holds a chart it is not drawing
     assert dbs[1].llen("queue:processing:w1") == 0
 
 
-def test_a_job_tried_before_is_taken_alone(dbs):
-    queue = JobQueue("w1")
+def test_a_job_tried_before_is_taken_alone(dbs, settings):
+    queue = JobQueue(settings, "w1")
     first, retried, fresh, last = (queue.put("noop", {}) for _ in range(4))
     dbs[2].hset(f"job:{retried}", "attempts", 1)  # its worker died holding it
     _, taken = queue.finish_many([], take=5)
@@ -454,8 +468,8 @@ def test_a_job_tried_before_is_taken_alone(dbs):
     assert [job.id for job in taken] == [fresh, last]
 
 
-def test_a_batch_stops_before_an_identical_request_which_then_copies_the_image(dbs):
-    queue = JobQueue("w1")
+def test_a_batch_stops_before_an_identical_request_which_then_copies_the_image(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
     first = queue.put("line", {"s": "AAPL"}, cache_key="same")
     twin = queue.put("line", {"s": "AAPL"}, cache_key="same")
     other = queue.put("line", {"s": "MSFT"}, cache_key="other")
@@ -463,12 +477,12 @@ def test_a_batch_stops_before_an_identical_request_which_then_copies_the_image(d
     assert [job.id for job in taken] == [first]  # the twin waits for this one's image
     statuses, taken = queue.finish_many([(taken[0], b"PNG", "image/png")], take=5)
     assert statuses == ["finished"] and [job.id for job in taken] == [other]
-    twin_rec = jobs.get_job(twin)
-    assert twin_rec["status"] == "finished" and jobs.get_image(twin) == b"PNG"  # copied
+    twin_rec = jobq.get_job(twin)
+    assert twin_rec["status"] == "finished" and jobq.get_image(twin) == b"PNG"  # copied
 
 
-def test_a_lost_reply_to_a_batch_take_hands_out_that_batch(dbs, lost_replies):
-    queue = JobQueue("w1")
+def test_a_lost_reply_to_a_batch_take_hands_out_that_batch(dbs, lost_replies, jobq, settings):
+    queue = JobQueue(settings, "w1")
     ids = [queue.put("noop", {"i": i}) for i in range(8)]
     job = queue.get(timeout=0.5)
     lost_replies.next_reply_to(script("finish"))
@@ -476,14 +490,16 @@ def test_a_lost_reply_to_a_batch_take_hands_out_that_batch(dbs, lost_replies):
     assert lost_replies.lost == 1
     assert statuses == ["finished"]
     assert [t.id for t in taken] == ids[1:6]  # not the next five, with these stranded
-    assert all(jobs.get_job(t.id)["token"] == t.token for t in taken)
+    assert all(jobq.get_job(t.id)["token"] == t.token for t in taken)
     assert dbs[1].lrange("queue:processing:w1", 0, -1) == [i.encode() for i in ids[5:0:-1]]
     assert dbs[1].lrange("queue:waiting", 0, -1) == [i.encode() for i in ids[:5:-1]]
 
 
 @pytest.mark.parametrize("how", ["stop", "interrupt"])  # SIGTERM; its grace running out
-def test_stopping_mid_batch_records_what_ran_and_puts_back_the_rest_in_order(dbs, how):
-    queue = JobQueue("w1")
+def test_stopping_mid_batch_records_what_ran_and_puts_back_the_rest_in_order(
+    dbs, how, jobq, settings
+):
+    queue = JobQueue(settings, "w1")
     ids = [queue.put("noop", {"i": i}) for i in range(120)]
     ran: list[int] = []
 
@@ -494,15 +510,15 @@ def test_stopping_mid_batch_records_what_ran_and_puts_back_the_rest_in_order(dbs
         return b"done", "text/plain"
 
     if how == "stop":
-        queue.run(handle, stop=lambda: len(ran) == 100, idle_timeout=0.05)
+        Worker(queue, handle, idle_timeout=0.05).run(stop=lambda: len(ran) == 100)
     else:
         with pytest.raises(jobs.Interrupted):
-            queue.run(handle, idle_timeout=0.05)
+            Worker(queue, handle, idle_timeout=0.05).run()
     assert ran == list(range(100))
     for i, job_id in enumerate(ids):
-        rec = jobs.get_job(job_id)
+        rec = jobq.get_job(job_id)
         if i < 100:
-            assert rec["status"] == "finished" and jobs.get_image(job_id) == b"done"
+            assert rec["status"] == "finished" and jobq.get_image(job_id) == b"done"
         else:  # held in a batch but not run: queued again, attempt refunded
             assert rec["status"] == "queued" and rec["attempts"] == 0
     assert dbs[1].llen("queue:processing:w1") == 0
@@ -510,33 +526,33 @@ def test_stopping_mid_batch_records_what_ran_and_puts_back_the_rest_in_order(dbs
     assert dbs[1].lrange("queue:waiting", 0, -1) == [i.encode() for i in ids[:100:-1]]
 
 
-def test_results_do_not_wait_for_the_slow_rest_of_a_batch(dbs, monkeypatch):
-    monkeypatch.setattr(jobs.Pace, "batch", lambda self: 10)
-    queue = JobQueue("w1")
+def test_results_do_not_wait_for_the_slow_rest_of_a_batch(dbs, monkeypatch, jobq, settings):
+    monkeypatch.setattr(Pace, "batch", lambda self: 10)
+    queue = JobQueue(settings, "w1")
     seen: dict[int, list[str]] = {}
     alone = queue.put("noop", {"i": -1})  # the first job is taken alone, the rest by ten
     kinds = ["noop"] * 4 + ["slow"] * 3 + ["noop"] * 3
     ids = [alone] + [queue.put(kind, {"i": i}) for i, kind in enumerate(kinds)]
 
     def handle(kind: str, params: dict) -> tuple[bytes, str]:
-        seen[params["i"]] = [jobs.get_job(j)["status"] for j in ids]
+        seen[params["i"]] = [jobq.get_job(j)["status"] for j in ids]
         if kind == "slow":
             time.sleep(0.05)
         return b"", "text/plain"
 
-    queue.run(handle, stop=lambda: len(seen) == len(ids), idle_timeout=0.05)
+    Worker(queue, handle, idle_timeout=0.05).run(stop=lambda: len(seen) == len(ids))
     # a result waits for at most one job it did not ask for (plus BATCH_BUDGET): once a
     # slow job has run, everything before it is recorded
     assert seen[5][:5] == ["finished"] * 5
     assert seen[6][:6] == ["finished"] * 6
-    assert [jobs.get_job(j)["status"] for j in ids] == ["finished"] * len(ids)
+    assert [jobq.get_job(j)["status"] for j in ids] == ["finished"] * len(ids)
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_costs_its_batch_mates_one_attempt(
-    dbs, redis_url, monkeypatch
+    dbs, redis_url, monkeypatch, jobq, settings
 ):
-    monkeypatch.setenv("STOCKS_WORKER_TIMEOUT", "0.5")
-    queue = JobQueue("other")
+    settings = settings.replace(worker_timeout=0.5)
+    queue = JobQueue(settings, "other")
     ids = [queue.put("noop", {"i": i}) for i in range(150)]
     die_holding_jobs(
         redis_url,
@@ -544,12 +560,12 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_costs_its_batch_mates_one_a
         "    if params['i'] == 100:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return b'victim', 'text/plain'\n"
-        "JobQueue('victim').run(handle)\n",
+        "Worker(JobQueue(settings, 'victim'), handle).run()\n",
     )
     held = [i.decode() for i in dbs[1].lrange("queue:processing:victim", 0, -1)]
     assert len(held) > 1  # it held more than the job it died in
-    recorded = [i for i in ids if jobs.get_job(i)["status"] == "finished"]
-    assert all(jobs.get_image(i) == b"victim" for i in recorded)
+    recorded = [i for i in ids if jobq.get_job(i)["status"] == "finished"]
+    assert all(jobq.get_image(i) == b"victim" for i in recorded)
     requeued = wait_for(lambda: queue.reap()[0], timeout=5, what="the reaper")
     assert requeued == len(held)
 
@@ -562,9 +578,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_costs_its_batch_mates_one_a
             alone.append(dbs[1].llen("queue:processing:other") == 1)
         return b"other", "text/plain"
 
-    queue.run(handle, stop=lambda: len(ran) == 150 - len(recorded), idle_timeout=0.05)
+    Worker(queue, handle, idle_timeout=0.05).run(stop=lambda: len(ran) == 150 - len(recorded))
     assert sorted(ran + recorded) == sorted(ids)  # each finished once, by one of the two
     assert alone == [True] * len(held)
-    assert [jobs.get_job(i)["status"] for i in ids] == ["finished"] * 150
+    assert [jobq.get_job(i)["status"] for i in ids] == ["finished"] * 150
     for job_id in ids:
-        assert jobs.get_job(job_id)["attempts"] == (2 if job_id in held else 1)
+        assert jobq.get_job(job_id)["attempts"] == (2 if job_id in held else 1)

@@ -16,9 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stocks import cli, loader, storage
+from stocks.config import Settings
 from stocks.csv_source import CsvRejected, _check_header, _fast_parse, parse_csv
 
 HEADER = "date,open,high,low,close,volume,Name\n"
+
+pytestmark = pytest.mark.usefixtures("redis_env")
 
 
 def write(directory: Path, symbol: str, body: str, header: str = HEADER) -> Path:
@@ -227,7 +230,7 @@ def test_reader_sees_old_or_new_series_never_a_mix(r0, redis_url, tmp_path):
     write(new_dir, "MIX", new_rows)
     old_bars = parse_csv(old_dir / "MIX.csv").bars
     new_bars = parse_csv(new_dir / "MIX.csv").bars
-    loader.load_csv(old_dir, workers=1)
+    loader.load_csv(Settings(redis_url=redis_url), old_dir, workers=1)
     stop = threading.Event()
     seen: list[str] = []
 
@@ -246,7 +249,8 @@ def test_reader_sees_old_or_new_series_never_a_mix(r0, redis_url, tmp_path):
     reader.start()
     try:
         for i in range(30):
-            loader.load_csv(new_dir if i % 2 == 0 else old_dir, workers=1, progress=False)
+            directory = new_dir if i % 2 == 0 else old_dir
+            loader.load_csv(Settings(redis_url=redis_url), directory, workers=1, progress=False)
             reads = len(seen)
             deadline = time.monotonic() + 5
             while len(seen) == reads and time.monotonic() < deadline:
@@ -327,7 +331,7 @@ def test_two_files_for_one_symbol_are_not_both_loaded(r0, tmp_path, capsys):
 
 def test_progress_bar_on_request(r0, tmp_path, capsys):
     write(tmp_path, "LOUD", rows(2))
-    loader.load_csv(tmp_path, workers=1, progress=True)
+    loader.load_csv(Settings.from_env(), tmp_path, workers=1, progress=True)
     assert "1/1" in capsys.readouterr().err
 
 

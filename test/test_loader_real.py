@@ -9,7 +9,7 @@ import redis
 from conftest import SP500_DIR, needs_shared
 
 from stocks import cli, loader, storage
-from stocks.config import reset_clients
+from stocks.config import Settings, reset_clients
 from stocks.redis_server import RedisServer
 
 pytestmark = [needs_shared, pytest.mark.slow]
@@ -52,11 +52,8 @@ def loaded(tmp_path_factory):
     other test flushes (also under pytest-xdist)."""
     server = RedisServer(tmp_path_factory.mktemp("redis-real"), appendonly=False).start()
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("REDIS_URL", server.url)
-            reset_clients()
-            summary = loader.load_csv(SP500_DIR, workers=2, progress=False)
-        reset_clients()
+        settings = Settings(redis_url=server.url)
+        summary = loader.load_csv(settings, SP500_DIR, workers=2, progress=False)
         yield redis.Redis.from_url(server.url, db=0), summary
     finally:
         server.stop()
@@ -132,7 +129,7 @@ def test_every_stored_value_is_float_of_the_source_text(loaded):
     assert checked == 619_040
 
 
-def test_cli_loads_everything_with_exit_0(r0, capsys):
+def test_cli_loads_everything_with_exit_0(r0, redis_env, capsys):
     code = cli.main(["load", "--source", "csv", "--path", str(SP500_DIR), "--workers", "2"])
     assert code == 0
     out = capsys.readouterr().out

@@ -9,6 +9,8 @@ import pytest
 
 from stocks import cli, constituents, storage, synthetic
 
+pytestmark = pytest.mark.usefixtures("redis_env")
+
 
 def load(argv: list[str]) -> int:
     return cli.main(["load", "--source", "synthetic", *argv])

@@ -17,6 +17,7 @@ from yahoo_replay import ReplaySession, chart_body
 from yfinance.data import YfData
 
 from stocks import constituents, loader, storage, synthetic, yahoo_source
+from stocks.config import Settings
 from stocks.yahoo_source import RetryPolicy, Window
 
 ALLOWED_HOSTS = {
@@ -30,6 +31,8 @@ NEW_YORK = ZoneInfo("America/New_York")
 needs_captures = pytest.mark.skipif(
     not YAHOO_DIR.is_dir(), reason="../shared/data/yahoo is absent (real Yahoo captures)"
 )
+
+pytestmark = pytest.mark.usefixtures("redis_env")
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +71,10 @@ WINDOW = Window(dt.date(2020, 1, 1), dt.date(2020, 1, 3))
 
 
 def load(symbols, session, window=WINDOW, workers=2):
-    return loader.load_yahoo(symbols, window, workers, session=session, policy=FAST, progress=False)
+    settings = Settings.from_env()  # the redis_env fixture's server
+    return loader.load_yahoo(
+        settings, symbols, window, workers, session=session, policy=FAST, progress=False
+    )
 
 
 # --- real captures ---------------------------------------------------------------------
@@ -185,7 +191,7 @@ def test_unknown_symbol_is_named_and_the_others_still_load(r0, replay, capsys):
         workers=2,
         json=False,
     )
-    assert loader.run(args, session=replay) == 1
+    assert loader.run(args, Settings.from_env(), session=replay) == 1
     out = capsys.readouterr().out
     assert "loaded 1 tickers (2 rows) from yahoo" in out
     assert "rejected NOPE: NOPE: " in out
@@ -204,7 +210,7 @@ def test_empty_result_is_a_named_failure_not_an_empty_series(r0, replay):
 
 
 def test_failed_symbol_keeps_its_old_data(r0, replay):
-    loader.load_synthetic(["AAPL"], seed=1, workers=1, progress=False)
+    loader.load_synthetic(Settings.from_env(), ["AAPL"], seed=1, workers=1, progress=False)
     before = storage.get_meta(r0, "AAPL")
     replay.add_unknown("AAPL")
     assert "AAPL" in load(["AAPL"], replay).failures

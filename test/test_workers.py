@@ -17,6 +17,7 @@ from worker_stub import FINISHED_KEY, RAN_KEY
 
 from stocks import jobs
 from stocks.api.app import create_app
+from stocks.config import Settings
 from stocks.jobs import JobQueue
 from stocks.redis_server import env_with_redis
 
@@ -48,12 +49,12 @@ def spawn(tmp_path):
             proc.wait()
 
 
-def statuses(ids) -> list[str | None]:
-    return [(jobs.get_job(i) or {}).get("status") for i in ids]
+def statuses(queue: JobQueue, ids) -> list[str | None]:
+    return [(queue.get_job(i) or {}).get("status") for i in ids]
 
 
-def all_done(ids) -> bool:
-    return all(s in jobs.TERMINAL for s in statuses(ids))
+def all_done(queue: JobQueue, ids) -> bool:
+    return all(s in jobs.TERMINAL for s in statuses(queue, ids))
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -64,7 +65,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 FAST = {"STOCKS_WORKER_TIMEOUT": "1", "STOCKS_SHUTDOWN_GRACE": "10"}
 
 
-def test_every_kind_end_to_end_through_the_api_and_a_real_worker(r0, redis_url, spawn):
+def test_every_kind_end_to_end_through_the_api_and_a_real_worker(r0, redis_url, spawn, jobq):
+    queue = jobq
     for sym in ("AAPL", "MSFT", "^GSPC"):
         load(r0, sym, days=400)
     client = create_app({"TESTING": True}).test_client()
@@ -92,7 +94,7 @@ def test_every_kind_end_to_end_through_the_api_and_a_real_worker(r0, redis_url, 
 
     worker = spawn(redis_url, "--concurrency", "1", cli=True)
     every = [*ids.values(), svg, empty]
-    wait_for(lambda: all_done(every), timeout=60, what="all jobs done")
+    wait_for(lambda: all_done(queue, every), timeout=60, what="all jobs done")
 
     for kind, job_id in ids.items():
         rec = client.get(f"/jobs/{job_id}").get_json()
@@ -120,37 +122,37 @@ def test_supervisor_starts_n_processes_and_stops_cleanly(redis_url, spawn):
     assert q1.zcard("queue:workers") == 0
 
 
-def test_several_workers_finish_each_job_exactly_once(r0, redis_url, spawn):
+def test_several_workers_finish_each_job_exactly_once(r0, redis_url, spawn, settings):
     q1 = redis.Redis.from_url(redis_url, db=1)
     workers = [spawn(redis_url, **FAST) for _ in range(3)]
     wait_for(lambda: q1.zcard("queue:workers") == 3, timeout=30, what="three workers")
     time.sleep(0.2)  # all three blocked on the empty queue, so all three get work
-    queue = JobQueue()
+    queue = JobQueue(settings)
     ids = [queue.put("noop", {"tag": str(i)}) for i in range(300)]
-    wait_for(lambda: all_done(ids), timeout=60, what="300 jobs")
-    assert set(statuses(ids)) == {"finished"}
+    wait_for(lambda: all_done(queue, ids), timeout=60, what="300 jobs")
+    assert set(statuses(queue, ids)) == {"finished"}
     for w in workers:
         w.send_signal(signal.SIGTERM)
     assert [w.wait(timeout=30) for w in workers] == [0, 0, 0]
     finished = [i.decode() for i in r0.lrange(FINISHED_KEY, 0, -1)]
     assert sorted(finished) == sorted(ids)  # each exactly once
-    served_by = {jobs.get_image(i).split(b":")[-1] for i in ids}
+    served_by = {queue.get_image(i).split(b":")[-1] for i in ids}
     assert len(served_by) >= 2  # the work really was shared
 
 
-def test_cancellation_racing_workers(r0, redis_url, spawn):
-    queue = JobQueue()
+def test_cancellation_racing_workers(r0, redis_url, spawn, settings):
+    queue = JobQueue(settings)
     ids = [queue.put("sleep", {"tag": str(i), "seconds": 0.005}) for i in range(200)]
     workers = [spawn(redis_url, **FAST) for _ in range(2)]
     wait_for(lambda: r0.llen(RAN_KEY) > 0, what="a first job")
-    outcomes = {i: jobs.cancel_or_delete(i) for i in ids}  # deletes the ones already done
+    outcomes = {i: queue.cancel_or_delete(i) for i in ids}  # deletes the ones already done
     live = [i for i in ids if outcomes[i] != "deleted"]
-    wait_for(lambda: all_done(live), timeout=60, what="jobs settled")
+    wait_for(lambda: all_done(queue, live), timeout=60, what="jobs settled")
     ran = {t.decode() for t in r0.lrange(RAN_KEY, 0, -1)}
     assert set(outcomes.values()) <= {"cancelled", "running", "deleted"}
     assert "cancelled" in outcomes.values(), "the race should cancel some jobs"
     for i, job_id in enumerate(ids):
-        rec = jobs.get_job(job_id)
+        rec = queue.get_job(job_id)
         if outcomes[job_id] == "cancelled":
             assert rec["status"] == "cancelled" and str(i) not in ran
         elif outcomes[job_id] == "running":
@@ -162,63 +164,63 @@ def test_cancellation_racing_workers(r0, redis_url, spawn):
         assert w.wait(timeout=30) == 0
 
 
-def test_worker_killed_mid_job_is_finished_by_another(r0, redis_url, spawn):
-    queue = JobQueue()
+def test_worker_killed_mid_job_is_finished_by_another(r0, redis_url, spawn, settings):
+    queue = JobQueue(settings)
     job_id = queue.put("sleep", {"tag": "slow", "seconds": 2})
     doomed = spawn(redis_url, **FAST)
     rec = wait_for(
-        lambda: (jobs.get_job(job_id) or {}).get("status") == "running" and jobs.get_job(job_id),
+        lambda: (queue.get_job(job_id) or {}).get("status") == "running" and queue.get_job(job_id),
         what="the job to start",
     )
     assert rec["worker"].split(":")[1] == str(doomed.pid)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     rescuer = spawn(redis_url, **FAST)
-    wait_for(lambda: all_done([job_id]), timeout=30, what="the rescue")
-    rec = jobs.get_job(job_id)
+    wait_for(lambda: all_done(queue, [job_id]), timeout=30, what="the rescue")
+    rec = queue.get_job(job_id)
     assert rec["status"] == "finished" and rec["attempts"] == 2
-    assert jobs.get_image(job_id).endswith(str(rescuer.pid).encode())
+    assert queue.get_image(job_id).endswith(str(rescuer.pid).encode())
     rescuer.send_signal(signal.SIGTERM)
     assert rescuer.wait(timeout=30) == 0
     assert r0.lrange(FINISHED_KEY, 0, -1) == [job_id.encode()]
 
 
-def test_sigterm_mid_job_finishes_it_within_the_grace(redis_url, spawn):
-    queue = JobQueue()
+def test_sigterm_mid_job_finishes_it_within_the_grace(redis_url, spawn, settings):
+    queue = JobQueue(settings)
     job_id = queue.put("sleep", {"seconds": 1.0})
     later = queue.put("noop", {})
     worker = spawn(redis_url, **FAST)
-    wait_for(lambda: statuses([job_id]) == ["running"], what="the job to start")
+    wait_for(lambda: statuses(queue, [job_id]) == ["running"], what="the job to start")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
-    assert statuses([job_id, later]) == ["finished", "queued"]  # no new job after SIGTERM
+    assert statuses(queue, [job_id, later]) == ["finished", "queued"]  # no new job after SIGTERM
     assert queue.count() == 1
 
 
-def test_sigterm_past_the_grace_puts_the_job_back(redis_url, spawn):
-    queue = JobQueue()
+def test_sigterm_past_the_grace_puts_the_job_back(redis_url, spawn, settings):
+    queue = JobQueue(settings)
     job_id = queue.put("sleep", {"seconds": 30})
     worker = spawn(redis_url, STOCKS_SHUTDOWN_GRACE="0.5", STOCKS_WORKER_TIMEOUT="1")
-    wait_for(lambda: statuses([job_id]) == ["running"], what="the job to start")
+    wait_for(lambda: statuses(queue, [job_id]) == ["running"], what="the job to start")
     started = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     assert time.monotonic() - started < 10
-    rec = jobs.get_job(job_id)
+    rec = queue.get_job(job_id)
     assert rec["status"] == "queued" and rec["attempts"] == 0  # put back, attempt refunded
     assert queue.get(block=False).id == job_id  # at the front of the queue
 
 
 def test_redis_restart_with_jobs_queued_and_running(own_redis, spawn):
     url = own_redis.url
-    queue = JobQueue()
+    queue = JobQueue(Settings(redis_url=url))
     ids = [queue.put("sleep", {"tag": str(i), "seconds": 0.4}) for i in range(12)]
     workers = [spawn(url, **FAST) for _ in range(2)]
-    wait_for(lambda: "running" in statuses(ids), what="a running job")
-    assert "queued" in statuses(ids)
+    wait_for(lambda: "running" in statuses(queue, ids), what="a running job")
+    assert "queued" in statuses(queue, ids)
     own_redis.restart(kill=True)
-    wait_for(lambda: all_done(ids), timeout=60, what="all jobs after the restart")
-    assert set(statuses(ids)) == {"finished"}
+    wait_for(lambda: all_done(queue, ids), timeout=60, what="all jobs after the restart")
+    assert set(statuses(queue, ids)) == {"finished"}
     for w in workers:
         w.send_signal(signal.SIGTERM)
         assert w.wait(timeout=30) == 0
@@ -232,23 +234,23 @@ def batch_held(url: str) -> bool:
 
 def test_redis_restart_while_workers_hold_batches_of_short_jobs(own_redis, spawn):
     url = own_redis.url
-    queue = JobQueue()
+    queue = JobQueue(Settings(redis_url=url))
     ids = [queue.put("noop", {"tag": str(i)}) for i in range(3000)]
     workers = [spawn(url, **FAST) for _ in range(2)]
     wait_for(lambda: batch_held(url), what="a batch held")
     own_redis.restart(kill=True)  # the AOF keeps all but the last second or so
-    wait_for(lambda: all_done(ids), timeout=90, what="all jobs after the restart")
-    assert set(statuses(ids)) == {"finished"}
-    assert all(jobs.get_image(i).startswith(b"noop:") for i in ids)
+    wait_for(lambda: all_done(queue, ids), timeout=90, what="all jobs after the restart")
+    assert set(statuses(queue, ids)) == {"finished"}
+    assert all(queue.get_image(i).startswith(b"noop:") for i in ids)
     for w in workers:
         w.send_signal(signal.SIGTERM)
         assert w.wait(timeout=30) == 0
 
 
 def test_sigterm_while_draining_short_jobs_records_them_and_puts_back_the_rest(
-    r0, redis_url, spawn
+    r0, redis_url, spawn, settings
 ):
-    queue = JobQueue()
+    queue = JobQueue(settings)
     ids = [queue.put("noop", {"tag": str(i)}) for i in range(5000)]
     worker = spawn(redis_url, **FAST)
     wait_for(lambda: batch_held(redis_url), what="a batch held")
@@ -256,10 +258,10 @@ def test_sigterm_while_draining_short_jobs_records_them_and_puts_back_the_rest(
     assert worker.wait(timeout=30) == 0
     finished = {i.decode() for i in r0.lrange(FINISHED_KEY, 0, -1)}
     assert 0 < len(finished) < len(ids)
-    for job_id, status in zip(ids, statuses(ids), strict=True):
+    for job_id, status in zip(ids, statuses(queue, ids), strict=True):
         assert status == ("finished" if job_id in finished else "queued")
     assert batch_held(redis_url) is False and queue.count() == len(ids) - len(finished)
     waiting = [i.decode() for i in redis.Redis.from_url(redis_url, db=1).lrange(
         "queue:waiting", 0, -1)][::-1]  # fmt: skip
     assert waiting == [i for i in ids if i not in finished]  # still in order
-    assert {jobs.get_job(i)["attempts"] for i in waiting[:40]} == {0}  # refunded
+    assert {queue.get_job(i)["attempts"] for i in waiting[:40]} == {0}  # refunded

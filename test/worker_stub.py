@@ -12,17 +12,19 @@ import os
 import sys
 import time
 
-from stocks.config import STOCKS_DB, redis_client
+from stocks.config import Settings
 from stocks.jobs import JobError, JobQueue
+from stocks.keys import STOCKS_DB
 from stocks.worker.main import run_worker
 
 FINISHED_KEY = "test:finished"
 RAN_KEY = "test:ran"
+SETTINGS = Settings.from_env()
 
 
 def handle(kind: str, params: dict) -> tuple[bytes, str]:
     """``sleep``: wait params["seconds"]; ``fail``: a deterministic error; else return at once."""
-    r0 = redis_client(STOCKS_DB)
+    r0 = SETTINGS.redis(STOCKS_DB)
     r0.rpush(RAN_KEY, params.get("tag", ""))
     if kind == "sleep":
         time.sleep(float(params["seconds"]))
@@ -37,10 +39,10 @@ class CountingQueue(JobQueue):
         pairs = zip(results, statuses, strict=True)
         finished = [job.id for (job, _, _), status in pairs if status == "finished"]
         if finished:
-            redis_client(STOCKS_DB).rpush(FINISHED_KEY, *finished)
+            self.settings.redis(STOCKS_DB).rpush(FINISHED_KEY, *finished)
         return statuses, taken
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
-    sys.exit(run_worker(handle, (JobError,), CountingQueue()))
+    sys.exit(run_worker(SETTINGS, handle, (JobError,), CountingQueue(SETTINGS)))

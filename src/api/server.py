@@ -9,8 +9,8 @@ The app is built once in the master (``preload_app``) and forked; each worker th
 the Redis clients it inherited (``reset_clients`` in ``post_fork``) so no socket is
 shared between processes.
 
-Knobs (environment): STOCKS_WORKER_CLASS (gthread|sync), STOCKS_THREADS (per worker),
-STOCKS_TIMEOUT (seconds), STOCKS_ACCESS_LOG (1 to log each request).
+Knobs (``Settings``): worker_class (gthread|sync), threads (per worker), timeout (seconds),
+access_log (log each request).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from stocks.api.errors import error_body, http_error_code
-from stocks.config import env_int, env_str, reset_clients
+from stocks.config import Settings, reset_clients
 
 
 def default_workers() -> int:
@@ -33,14 +33,14 @@ def _post_fork(server, worker) -> None:
     reset_clients()
 
 
-def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
+def gunicorn_options(settings: Settings, host: str, port: int, workers: int | None = None) -> dict:
     """The settings both the real server and the benchmark's naive peer run with."""
-    worker_class = env_str("STOCKS_WORKER_CLASS", "gthread")
+    worker_class = settings.worker_class
     options = {
         "bind": f"{host}:{port}",
         "workers": workers or default_workers(),
         "worker_class": worker_class,
-        "timeout": env_int("STOCKS_TIMEOUT", 30),
+        "timeout": settings.timeout,
         "graceful_timeout": 10,
         "keepalive": 5,
         # gunicorn's largest request line: longer ones get a 414 from gunicorn itself
@@ -51,13 +51,13 @@ def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
         # shared by every instance on a host, and not writable on a read-only root
         "control_socket_disable": True,
         "post_fork": _post_fork,
-        "accesslog": "-" if env_str("STOCKS_ACCESS_LOG", "") == "1" else None,
+        "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "stocks-api",
     }
     if worker_class == "gthread":
-        options["threads"] = env_int("STOCKS_THREADS", 4)
+        options["threads"] = settings.threads
     return options
 
 
@@ -96,18 +96,24 @@ class WsgiServer(BaseApplication):
 
 
 def run_wsgi(
-    app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
+    settings: Settings,
+    app_factory: Callable[[], object],
+    host: str,
+    port: int,
+    workers: int | None = None,
 ) -> int:
     """Serve ``app_factory()`` until SIGINT/SIGTERM; returns the exit status."""
     gunicorn_util.write_error = write_json_error  # workers fork from this process
     try:
-        WsgiServer(app_factory, gunicorn_options(host, port, workers)).run()
+        WsgiServer(app_factory, gunicorn_options(settings, host, port, workers)).run()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 
-def serve(host: str = "127.0.0.1", port: int = 5000, workers: int | None = None) -> int:
+def serve(
+    settings: Settings, host: str = "127.0.0.1", port: int = 5000, workers: int | None = None
+) -> int:
     from stocks.api.app import create_app  # noqa: PLC0415 - the master imports it once
 
-    return run_wsgi(create_app, host, port, workers)
+    return run_wsgi(settings, lambda: create_app(settings), host, port, workers)

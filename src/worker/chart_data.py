@@ -19,7 +19,6 @@ import redis
 
 from stocks import storage
 from stocks.chart_spec import DEFAULT_OPTIONS, SYMBOL_COUNTS
-from stocks.config import STOCKS_DB, redis_client
 from stocks.constituents import INDEX_SYMBOL
 from stocks.worker import charts
 
@@ -322,8 +321,8 @@ def _options(raw: dict | None) -> dict:
     return opts
 
 
-def draw_job(kind: str, params: dict) -> tuple[bytes, str]:
-    """Draw one chart job; returns (image bytes, content type)."""
+def draw_job(r: redis.Redis, kind: str, params: dict) -> tuple[bytes, str]:
+    """Draw one chart job from the prices in ``r`` (DB 0); returns (bytes, content type)."""
     build = KINDS.get(kind)
     if build is None:
         raise ChartDataError(f"unknown chart kind {kind!r}")
@@ -336,7 +335,6 @@ def draw_job(kind: str, params: dict) -> tuple[bytes, str]:
     if start and end and start > end:
         raise ChartDataError(f"start {start} is after end {end}")
     opts = _options(params.get("options"))
-    r = redis_client(STOCKS_DB)
     sources = {meta.get("source") for meta in storage.get_metas(r, symbols).values()}
     opts["synthetic"] = "synthetic" in sources
     image = build(r, symbols, start, end, opts)

@@ -1,41 +1,38 @@
-"""``stocks worker``: chart worker processes around the reliable queue in ``stocks.jobs``.
+"""``stocks worker``: chart worker processes, each running ``stocks.worker.loop.Worker``.
 
 Processes, not threads: matplotlib is not thread-safe and drawing holds the GIL. With
 ``--concurrency N`` a small supervisor starts N spawned children (fresh interpreters, so
-no Redis connection or matplotlib state crosses a fork), forwards SIGTERM/SIGINT to them
-and replaces a child that dies on its own.
+no Redis connection or matplotlib state crosses a fork; each reads the same environment
+into its own ``Settings``), forwards SIGTERM/SIGINT to them and replaces a child that dies
+on its own.
 
 Shutdown (SIGTERM or SIGINT): stop taking jobs; let the job being drawn finish within
-``STOCKS_SHUTDOWN_GRACE`` seconds (default 25), else interrupt it and put it back at the
-front of the queue with its attempt refunded; then exit 0.
+``shutdown_grace`` seconds (``STOCKS_SHUTDOWN_GRACE``, default 25), else interrupt it and
+put it back at the front of the queue with its attempt refunded; then exit 0.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
 import time
-from collections.abc import Callable
 
-from stocks.config import env_float, reset_clients
+from stocks.config import Settings, reset_clients
 from stocks.jobs import Interrupted, JobError, JobQueue
+from stocks.keys import STOCKS_DB
+from stocks.worker.loop import Handler, Worker
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, dict], tuple[bytes, str]]
 
-
-def shutdown_grace() -> float:
-    return env_float("STOCKS_SHUTDOWN_GRACE", 25.0)
-
-
-def chart_handler() -> tuple[Handler, tuple[type[BaseException], ...]]:
+def chart_handler(settings: Settings) -> tuple[Handler, tuple[type[BaseException], ...]]:
     """The real job handler and the errors that fail a job at once."""
     from stocks.worker.chart_data import ChartDataError, draw_job  # noqa: PLC0415 - heavy
 
-    return draw_job, (JobError, ChartDataError)
+    return functools.partial(draw_job, settings.redis(STOCKS_DB)), (JobError, ChartDataError)
 
 
 class _Shutdown:
@@ -80,24 +77,22 @@ class _Shutdown:
 
 
 def run_worker(
+    settings: Settings,
     handler: Handler | None = None,
     deterministic: tuple[type[BaseException], ...] | None = None,
     queue: JobQueue | None = None,
 ) -> int:
     """One worker in this process until SIGTERM/SIGINT; returns the exit code (0)."""
     if handler is None:
-        handler, default_errors = chart_handler()
+        handler, default_errors = chart_handler(settings)
         deterministic = deterministic or default_errors
-    shutdown = _Shutdown(shutdown_grace())
+    shutdown = _Shutdown(settings.shutdown_grace)
     shutdown.install()
-    queue = queue or JobQueue()
+    queue = queue or JobQueue(settings)
     log.info("worker %s ready", queue.worker_id)
     try:
-        queue.run(
-            shutdown.guard(handler),
-            stop=lambda: shutdown.stopping,
-            deterministic=deterministic or (JobError,),
-        )
+        worker = Worker(queue, shutdown.guard(handler), deterministic or (JobError,))
+        worker.run(stop=lambda: shutdown.stopping)
     except Interrupted:
         log.info("worker %s: job put back after the grace period", queue.worker_id)
     finally:
@@ -109,13 +104,13 @@ def run_worker(
 def _child() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reset_clients()
-    raise SystemExit(run_worker())
+    raise SystemExit(run_worker(Settings.from_env()))
 
 
-def run_workers(concurrency: int = 1) -> int:
+def run_workers(settings: Settings, concurrency: int = 1) -> int:
     """``stocks worker --concurrency N``: N worker processes until SIGTERM/SIGINT."""
     if concurrency <= 1:
-        return run_worker()
+        return run_worker(settings)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -143,7 +138,7 @@ def run_workers(concurrency: int = 1) -> int:
                 time.sleep(1.0)
                 procs[i] = ctx.Process(target=_child, daemon=False)
                 procs[i].start()
-    grace = shutdown_grace() + 10
+    grace = settings.shutdown_grace + 10
     for proc in procs:
         proc.join(timeout=grace)
         if proc.exitcode is None:
