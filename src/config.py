@@ -35,6 +35,7 @@ class Settings:
     result_ttl: int = _env("STOCKS_RESULT_TTL", default=7 * 24 * 3600)
     shutdown_grace: float = _env("STOCKS_SHUTDOWN_GRACE", default=25.0)
     batch_max: int = _env("STOCKS_BATCH_MAX", default=32)
+    image_budget_mb: float = _env("STOCKS_IMAGE_BUDGET_MB", default=256.0)
     # the API
     job_rate: str = _env("STOCKS_JOB_RATE", default="120/minute")
     api_cache_mb: int = _env("STOCKS_API_CACHE_MB", default=128)

@@ -177,6 +177,7 @@ class JobQueue:
         self.timeout = settings.worker_timeout
         self.max_attempts = settings.max_attempts
         self.batch_max = max(1, settings.batch_max)
+        self.image_budget = int(settings.image_budget_mb * 1024 * 1024)
         self.scripts = Scripts(lambda: settings.redis(QUEUE_DB))
         self._last_reap = 0.0
         self._puts = 0
@@ -285,7 +286,7 @@ class JobQueue:
     # worker side
 
     def _take_args(self, token: str) -> list:
-        return [self.worker_id, token, self.max_attempts, self.ttl]
+        return [self.worker_id, token, self.max_attempts, self.ttl, self.image_budget]
 
     def get(
         self, block: bool = True, timeout: float = 1.0, stop: Callable[[], bool] | None = None
@@ -363,7 +364,8 @@ class JobQueue:
         retried with backoff (about 10 s).
         """
         token = secrets.token_hex(8) if take else ""
-        args: list = [self.worker_id, self.ttl, token, self.max_attempts, take, len(results)]
+        args: list = [self.worker_id, self.ttl, token, self.max_attempts, self.image_budget]
+        args += [take, len(results)]
         for job, data, content_type in results:
             args += [job.id, job.token, data, content_type]
         statuses, taken = self.scripts.run_taking("finish", *args)

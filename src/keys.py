@@ -23,6 +23,9 @@ DB 2 (jobs)
 DB 3 (images)
     image:{ID}              STR   the image bytes (content type in the record)
     cache:{SHA}             STR   id of a job whose image answers that request
+    images:bytes            STR   bytes of the images counted below (the image budget)
+    images:order            ZSET  image id -> when it was stored (ms): oldest go first
+    images:sizes            HASH  image id -> its size in bytes
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ ALL_JOBS_KEY = "jobs:all"
 # DB 3
 IMAGE_PREFIX = "image:"
 CACHE_PREFIX = "cache:"
+IMAGE_BYTES_KEY = "images:bytes"
+IMAGE_ORDER_KEY = "images:order"
+IMAGE_SIZES_KEY = "images:sizes"
 
 
 def meta_key(symbol: str) -> str:

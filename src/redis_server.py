@@ -6,7 +6,6 @@ machine without root still gets a real server.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections.abc import Callable
 
@@ -61,6 +62,48 @@ local function now_ms()
 end
 """
 
+# Images are kept within a byte budget: before one is stored, the oldest go until it
+# fits (an image is never refused; a budget smaller than one image keeps just that one).
+# Sizes and ages live beside the images, so a drop costs no scan. An image that expired
+# by its TTL still counts until it comes up as the oldest: the count errs high, never low.
+_IMAGES = """
+local IMAGE_BYTES, IMAGE_ORDER, IMAGE_SIZES = '@IMAGE_BYTES_KEY@', '@IMAGE_ORDER_KEY@',
+                                              '@IMAGE_SIZES_KEY@'
+local image_budget = 0  -- bytes; set from ARGV by each script that stores images
+
+-- (in IMAGES_DB) drop one image and its accounting
+local function forget_image(id)
+  local size = tonumber(redis.call('HGET', IMAGE_SIZES, id) or '0')
+  redis.call('DEL', image_key(id))
+  redis.call('HDEL', IMAGE_SIZES, id)
+  redis.call('ZREM', IMAGE_ORDER, id)
+  if size > 0 then redis.call('DECRBY', IMAGE_BYTES, size) end
+end
+
+-- (in IMAGES_DB) drop the oldest images until ``size`` more bytes fit; ``keep`` is spared
+local function make_room(size, keep)
+  local used = tonumber(redis.call('GET', IMAGE_BYTES) or '0')
+  local skip = 0
+  while used + size > image_budget do
+    local oldest = redis.call('ZRANGE', IMAGE_ORDER, skip, skip)[1]
+    if not oldest then break end
+    if oldest == keep then
+      skip = 1
+    else
+      forget_image(oldest)
+      used = tonumber(redis.call('GET', IMAGE_BYTES) or '0')
+    end
+  end
+end
+
+-- (in IMAGES_DB) count a stored image
+local function account_image(id, size, now)
+  if redis.call('HSET', IMAGE_SIZES, id, size) == 0 then return end  -- counted already
+  redis.call('ZADD', IMAGE_ORDER, now, id)
+  redis.call('INCRBY', IMAGE_BYTES, size)
+end
+"""
+
 # The helpers of the scripts that take, finish or give back jobs. Kept apart from the
 # prelude because a script defines its helpers afresh on every call, and the enqueue
 # script, the hottest, needs none of them.
@@ -98,9 +141,11 @@ local function start(id, w, token, max_attempts, ttl, now, batch)
     -- an identical request already has an image: copy it instead of drawing again
     use(IMAGES_DB)
     local src = redis.call('GET', cache_key(ck))
-    if src and src ~= id and redis.call('COPY', image_key(src), image_key(id), 'REPLACE') == 1
-    then
+    local size = src and src ~= id and redis.call('STRLEN', image_key(src)) or 0
+    if size > 0 then make_room(size, src) end
+    if size > 0 and redis.call('COPY', image_key(src), image_key(id), 'REPLACE') == 1 then
       redis.call('EXPIRE', image_key(id), ttl)
+      account_image(id, size, now)
       redis.call('SET', cache_key(ck), id, 'EX', ttl)
       use(JOBS_DB)
       local ctype = redis.call('HGET', job_key(src), 'content_type') or 'image/png'
@@ -207,47 +252,52 @@ end
 return now
 """
 
-# ARGV: worker, token, max_attempts, ttl, limit, retry ('1' after a lost reply)
+# ARGV: worker, token, max_attempts, ttl, image budget, limit, retry ('1' after a lost reply)
 # -> the started jobs, oldest first
 _TAKE = """
 local w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], now_ms()
+image_budget = tonumber(ARGV[5])
 local taken = {}
-if ARGV[6] == '1' then taken = recover(w, token, max_attempts, ttl, now) end
-if #taken == 0 then taken = take(w, token, max_attempts, ttl, now, tonumber(ARGV[5])) end
+if ARGV[7] == '1' then taken = recover(w, token, max_attempts, ttl, now) end
+if #taken == 0 then taken = take(w, token, max_attempts, ttl, now, tonumber(ARGV[6])) end
 return taken
 """
 
-# ARGV: id (just moved into w's list by BLMOVE), worker, token, max_attempts, ttl, retry
+# ARGV: id (just moved into w's list by BLMOVE), worker, token, max_attempts, ttl,
+#       image budget, retry
 _START = """
 local id, w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
                                              ARGV[5], now_ms()
-if ARGV[6] == '1' then return recover(w, token, max_attempts, ttl, now)[1] or {'gone', id} end
+image_budget = tonumber(ARGV[6])
+if ARGV[7] == '1' then return recover(w, token, max_attempts, ttl, now)[1] or {'gone', id} end
 return start(id, w, token, max_attempts, ttl, now)
 """
 
-# ARGV: worker, ttl, next_token, max_attempts, limit (how many jobs to take next, 0 = none),
-#       n, then n times: id, token, data, content_type; last: retry ('1' after a lost reply:
-#       finishing again changes nothing, and the jobs taken are those the lost call took)
+# ARGV: worker, ttl, next_token, max_attempts, image budget (bytes), limit (how many jobs
+#       to take next, 0 = none), n, then n times: id, token, data, content_type; last:
+#       retry ('1' after a lost reply: finishing again changes nothing, and the jobs taken
+#       are those the lost call took)
 # -> {status of each, the jobs taken}
 # The images are stored before the next jobs start, so that an identical request queued
 # behind one of these is answered from its image.
 _FINISH = """
 local w, ttl, next_token, max_attempts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local limit, n, retry = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[#ARGV] == '1'
+image_budget = tonumber(ARGV[5])
+local limit, n, retry = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[#ARGV] == '1'
 local now = now_ms()
-for i = 0, n - 1 do drop(w, ARGV[7 + 4 * i]) end
+for i = 0, n - 1 do drop(w, ARGV[8 + 4 * i]) end
 use(JOBS_DB)
 local results, stored = {}, {}
 for i = 0, n - 1 do
-  local id, token = ARGV[7 + 4 * i], ARGV[8 + 4 * i]
+  local id, token = ARGV[8 + 4 * i], ARGV[9 + 4 * i]
   local key = job_key(id)
   local rec = redis.call('HMGET', key, 'status', 'token', 'cache_key')
   results[i + 1] = 'stale'
   if rec[1] == 'running' and rec[2] == token then
     redis.call('HSET', key, 'status', 'finished', 'finished_at', now,
-               'content_type', ARGV[10 + 4 * i])
+               'content_type', ARGV[11 + 4 * i])
     redis.call('EXPIRE', key, ttl)
-    stored[#stored + 1] = {id, ARGV[9 + 4 * i], rec[3]}
+    stored[#stored + 1] = {id, ARGV[10 + 4 * i], rec[3]}
     results[i + 1] = 'finished'
   elseif rec[1] == 'finished' and rec[2] == token then
     results[i + 1] = 'finished'  -- a retry after a lost reply
@@ -255,7 +305,9 @@ for i = 0, n - 1 do
 end
 if #stored > 0 then use(IMAGES_DB) end
 for _, image in ipairs(stored) do
+  make_room(#image[2])
   redis.call('SET', image_key(image[1]), image[2], 'EX', ttl)
+  account_image(image[1], #image[2], now)
   if image[3] and image[3] ~= '' then
     redis.call('SET', cache_key(image[3]), image[1], 'EX', ttl)
   end
@@ -363,31 +415,30 @@ end
 redis.call('DEL', key)
 redis.call('ZREM', ALL_JOBS, id)
 use(IMAGES_DB)
-redis.call('DEL', image_key(id))
+forget_image(id)
 return 'deleted'
 """
 
 
-def _lua(body: str, taking: bool = True) -> str:
-    prelude = _PRELUDE
-    for name in (
-        "QUEUE_DB", "JOBS_DB", "IMAGES_DB", "WAITING_KEY", "WORKERS_KEY", "ALL_JOBS_KEY",
-        "PROCESSING_PREFIX", "JOB_PREFIX", "IMAGE_PREFIX", "CACHE_PREFIX",
-    ):  # fmt: skip
-        prelude = prelude.replace(f"@{name}@", str(getattr(keys, name)))
-    return prelude + (_TAKING if taking else "") + body
+def _lua(*parts: str) -> str:
+    """A script: the prelude, the helper chunks it needs, its body; names from ``keys``."""
+    text = _PRELUDE + "".join(parts)
+    for name in re.findall(r"@([A-Z_]+)@", text):
+        text = text.replace(f"@{name}@", str(getattr(keys, name)))
+    return text
 
 
+_STORING = (_IMAGES, _TAKING)  # scripts that may store or copy an image
 SOURCES = {
-    "enqueue": _lua(_ENQUEUE, taking=False),
-    "take": _lua(_TAKE),
-    "start": _lua(_START),
-    "finish": _lua(_FINISH),
-    "fail": _lua(_FAIL),
-    "put_back": _lua(_PUT_BACK),
-    "reap": _lua(_REAP),
-    "heartbeat": _lua(_HEARTBEAT, taking=False),
-    "cancel_or_delete": _lua(_CANCEL_OR_DELETE, taking=False),
+    "enqueue": _lua(_ENQUEUE),
+    "take": _lua(*_STORING, _TAKE),
+    "start": _lua(*_STORING, _START),
+    "finish": _lua(*_STORING, _FINISH),
+    "fail": _lua(*_STORING, _FAIL),
+    "put_back": _lua(*_STORING, _PUT_BACK),
+    "reap": _lua(*_STORING, _REAP),
+    "heartbeat": _lua(_HEARTBEAT),
+    "cancel_or_delete": _lua(_IMAGES, _CANCEL_OR_DELETE),
 }
 SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SOURCES.items()}
 

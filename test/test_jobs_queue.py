@@ -584,3 +584,52 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_costs_its_batch_mates_one_a
     assert [jobq.get_job(i)["status"] for i in ids] == ["finished"] * 150
     for job_id in ids:
         assert jobq.get_job(job_id)["attempts"] == (2 if job_id in held else 1)
+
+
+# --- the image budget --------------------------------------------------------------------
+
+
+def finish_with(queue: JobQueue, size: int, cache_key: str = "") -> str:
+    job_id = queue.put("line", {"size": size}, cache_key)
+    job = queue.get(timeout=0.5)
+    assert job.id == job_id
+    assert queue.finish(job, b"x" * size, "image/png").status == "finished"
+    return job_id
+
+
+def test_images_stay_within_the_budget_oldest_dropped_first(dbs, jobq, settings):
+    queue = JobQueue(settings.replace(image_budget_mb=2500 / 1024 / 1024), "w1")
+    ids = [finish_with(queue, 1000) for _ in range(5)]
+    kept = [i for i in ids if jobq.get_image(i) is not None]
+    assert kept == ids[-2:]  # 2 x 1000 fit in 2500, a third does not
+    assert int(dbs[3].get("images:bytes")) == 2000
+    assert {jobq.get_job(i)["status"] for i in ids} == {"finished"}  # records stay
+    assert sum(len(dbs[3].get(k) or b"") for k in dbs[3].scan_iter("image:*")) == 2000
+
+
+def test_an_identical_request_whose_image_was_dropped_is_drawn_again(dbs, jobq, settings):
+    queue = JobQueue(settings.replace(image_budget_mb=2500 / 1024 / 1024), "w1")
+    first = finish_with(queue, 1000, cache_key="same")
+    finish_with(queue, 1000)
+    third = finish_with(queue, 1000)  # pushes the first image out
+    assert jobq.get_image(first) is None
+    again = queue.put("line", {}, "same")
+    job = queue.get(timeout=0.5)  # not answered from a missing image: drawn again
+    assert job is not None and job.id == again
+    queue.finish(job, b"y" * 1000, "image/png")
+    assert jobq.get_image(again) == b"y" * 1000
+    copy = queue.put("line", {}, "same")
+    assert queue.get(block=False) is None  # the copy finished in the take script
+    assert jobq.get_image(copy) == b"y" * 1000
+    assert jobq.get_image(again) == b"y" * 1000  # the source of a copy is not its victim
+    assert jobq.get_image(third) is None  # the oldest made room for the copy
+    assert int(dbs[3].get("images:bytes")) == 2000
+
+
+def test_deleting_a_job_gives_its_bytes_back(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
+    job_id = finish_with(queue, 700)
+    assert int(dbs[3].get("images:bytes")) == 700
+    assert queue.cancel_or_delete(job_id) == "deleted"
+    assert int(dbs[3].get("images:bytes")) == 0
+    assert dbs[3].zcard("images:order") == 0 and dbs[3].hlen("images:sizes") == 0
