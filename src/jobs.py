@@ -60,6 +60,7 @@ from stocks.keys import (
     WORKERS_KEY,
     image_key,
     job_key,
+    owner_jobs_key,
     processing_key,
 )
 from stocks.scripts import TRANSIENT, Scripts, retry_transient
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 LIST_SCAN_BUDGET = 2000
 BLOCK_SLICE = 10.0  # longest BLMOVE, in s: well under the client's socket timeout (30 s)
-ID_LENGTH = 28  # 14 hex digits of epoch microseconds + 14 random hex digits
+ID_LENGTH = 46  # 14 hex digits of epoch microseconds + 32 random ones (128 bits: unguessable)
 
 
 class Status(StrEnum):
@@ -91,6 +92,7 @@ class JobRecord(TypedDict):
     id: str
     kind: str
     params: dict
+    owner: str | None
     status: Status
     created_at: int | None
     started_at: int | None
@@ -112,9 +114,10 @@ class JobError(Exception):
 
 
 def new_job_id(now: float | None = None) -> str:
-    """Time-ordered id: ids sort by creation, which gives newest-first listing for free."""
+    """Time-ordered id: ids sort by creation, which gives newest-first listing for free; the
+    random part makes an id a capability (whoever holds it may read or delete the job)."""
     us = int((time.time() if now is None else now) * 1_000_000)
-    return f"{us:014x}{secrets.token_hex(7)}"
+    return f"{us:014x}{secrets.token_hex(16)}"
 
 
 def is_job_id(text: str) -> bool:
@@ -137,7 +140,7 @@ def decode_record(raw: dict) -> JobRecord:
     rec["params"] = orjson.loads(rec.get("params") or "{}")
     rec["status"] = Status(rec["status"])
     rec["error"] = rec.get("error") or None
-    for name in ("token", "worker", "cache_key", "content_type"):
+    for name in ("token", "worker", "cache_key", "content_type", "owner"):
         rec[name] = rec.get(name) or None
     return rec  # type: ignore[return-value]
 
@@ -188,11 +191,14 @@ class JobQueue:
 
     # producer side
 
-    def put(self, kind: str, params: dict, cache_key: str = "", job_id: str = "") -> str:
+    def put(
+        self, kind: str, params: dict, cache_key: str = "", job_id: str = "", owner: str = ""
+    ) -> str:
         """Record and queue a job in one atomic step; returns its id.
 
         Idempotent per id: putting an id that exists changes nothing, so a producer (or the
-        connection's retry after a lost reply) may send the same put again.
+        connection's retry after a lost reply) may send the same put again. ``owner`` (an
+        opaque name, never a secret) is whose list the job appears in.
         """
         if job_id and not is_job_id(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
@@ -200,8 +206,9 @@ class JobQueue:
         self._puts += 1
         # now and then, forget index entries far older than any record can live
         prune_below = new_job_id(time.time() - 2 * self.ttl)[:14] if self._puts % 100 == 1 else ""
+        params_json = orjson.dumps(params)
         self.scripts.run(
-            "enqueue", job_id, kind, orjson.dumps(params), cache_key, self.ttl, prune_below
+            "enqueue", job_id, kind, params_json, cache_key, self.ttl, prune_below, owner
         )
         return job_id
 
@@ -224,22 +231,28 @@ class JobQueue:
         return decode_record(raw) if raw else None
 
     def list_jobs(
-        self, status: str | None = None, limit: int = 20, cursor: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        owner: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
-        """Newest first, up to ``limit`` records after ``cursor`` (an id), and the next cursor.
+        """Newest first, up to ``limit`` records after ``cursor`` (an id), and the next cursor;
+        ``owner``: only that owner's jobs (its own index), else every job.
 
         A status filter reads through the index; past ``LIST_SCAN_BUDGET`` records it returns
         what it found with a cursor to go on from, so one request stays cheap. Index entries
         whose record has expired are dropped as they are met.
         """
         r = self.settings.redis(JOBS_DB)
+        index = ALL_JOBS_KEY if owner is None else owner_jobs_key(owner)
         upper = f"({cursor}" if cursor else "+"
         out: list[JobRecord] = []
         scanned = 0
         while scanned < LIST_SCAN_BUDGET:
             want = limit + 1 - len(out)
             batch = min(max(want, 50), LIST_SCAN_BUDGET - scanned)
-            ids = [_text(i) for i in r.zrevrangebylex(ALL_JOBS_KEY, upper, "-", 0, batch)]
+            ids = [_text(i) for i in r.zrevrangebylex(index, upper, "-", 0, batch)]
             if not ids:
                 return out, None
             pipe = r.pipeline(transaction=False)
@@ -257,7 +270,7 @@ class JobQueue:
                     if len(out) > limit:
                         break
             if gone:
-                r.zrem(ALL_JOBS_KEY, *gone)
+                r.zrem(index, *gone)
             if len(out) > limit:
                 return out[:limit], out[limit - 1]["id"]
             upper = f"({ids[-1]}"

@@ -20,6 +20,7 @@ DB 2 (jobs)
                                   attempts, error, token, worker, cache_key, content_type
     jobs:all                ZSET  every id, score 0: ids start with the creation time in
                                   hex, so lexicographic order is age (newest = highest)
+    jobs:owner:{OWNER}      ZSET  the ids of one owner's jobs, likewise
 DB 3 (images)
     image:{ID}              STR   the image bytes (content type in the record)
     cache:{SHA}             STR   id of a job whose image answers that request
@@ -50,6 +51,7 @@ RATE_LIMIT_PREFIX = "ratelimit"  # Flask-Limiter's key_prefix; it and limits add
 # DB 2
 JOB_PREFIX = "job:"
 ALL_JOBS_KEY = "jobs:all"
+OWNER_JOBS_PREFIX = "jobs:owner:"
 
 # DB 3
 IMAGE_PREFIX = "image:"
@@ -77,6 +79,10 @@ def processing_key(worker_id: str) -> str:
 
 def job_key(job_id: str) -> str:
     return JOB_PREFIX + job_id
+
+
+def owner_jobs_key(owner: str) -> str:
+    return OWNER_JOBS_PREFIX + owner
 
 
 def image_key(job_id: str) -> str:

@@ -39,7 +39,7 @@ retry_transient = Retrying(
 _PRELUDE = """
 local QUEUE_DB, JOBS_DB, IMAGES_DB = @QUEUE_DB@, @JOBS_DB@, @IMAGES_DB@
 local WAITING, WORKERS = '@WAITING_KEY@', '@WORKERS_KEY@'
-local ALL_JOBS = '@ALL_JOBS_KEY@'
+local ALL_JOBS, OWNER_JOBS_PREFIX = '@ALL_JOBS_KEY@', '@OWNER_JOBS_PREFIX@'
 local function processing(w) return '@PROCESSING_PREFIX@' .. w end
 
 -- SELECT only when the database changes (the script's own selection; the caller's stays).
@@ -227,7 +227,8 @@ local function recover(w, token, max_attempts, ttl, now)
 end
 """
 
-# ARGV: id, kind, params, cache_key, ttl, prune_below -> created_at, or 0 when the id exists
+# ARGV: id, kind, params, cache_key, ttl, prune_below, owner -> created_at, or 0 when the id
+#       exists
 _ENQUEUE = """
 local id = ARGV[1]
 -- the push goes first: it is the only write here that a bad key type could refuse, and a
@@ -243,9 +244,14 @@ if redis.call('EXISTS', job_key(id)) == 1 then
 end
 local now = now_ms()
 redis.call('HSET', job_key(id), 'id', id, 'kind', ARGV[2], 'params', ARGV[3],
-           'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4])
+           'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4],
+           'owner', ARGV[7])
 redis.call('EXPIRE', job_key(id), ARGV[5])
 redis.call('ZADD', ALL_JOBS, 0, id)
+if ARGV[7] ~= '' then
+  redis.call('ZADD', OWNER_JOBS_PREFIX .. ARGV[7], 0, id)
+  redis.call('EXPIRE', OWNER_JOBS_PREFIX .. ARGV[7], ARGV[5])  -- outlives its newest record
+end
 if ARGV[6] ~= '' then
   redis.call('ZREMRANGEBYLEX', ALL_JOBS, '-', '(' .. ARGV[6])
 end
@@ -402,7 +408,7 @@ _CANCEL_OR_DELETE = """
 local id = ARGV[1]
 use(JOBS_DB)
 local key = job_key(id)
-local status = redis.call('HGET', key, 'status')
+local status, owner = unpack(redis.call('HMGET', key, 'status', 'owner'))
 if not status then return 'missing' end
 if status == 'running' then return 'running' end
 if status == 'queued' then
@@ -414,6 +420,7 @@ if status == 'queued' then
 end
 redis.call('DEL', key)
 redis.call('ZREM', ALL_JOBS, id)
+if owner and owner ~= '' then redis.call('ZREM', OWNER_JOBS_PREFIX .. owner, id) end
 use(IMAGES_DB)
 forget_image(id)
 return 'deleted'

@@ -633,3 +633,19 @@ def test_deleting_a_job_gives_its_bytes_back(dbs, jobq, settings):
     assert queue.cancel_or_delete(job_id) == "deleted"
     assert int(dbs[3].get("images:bytes")) == 0
     assert dbs[3].zcard("images:order") == 0 and dbs[3].hlen("images:sizes") == 0
+
+
+def test_ids_are_unguessable_and_each_owner_lists_only_its_own(dbs, jobq, settings):
+    queue = JobQueue(settings, "w1")
+    job_id = queue.put("line", {}, owner="alice")
+    assert jobs.is_job_id(job_id) and len(job_id) == 46  # 128 random bits after the time
+    mine = [queue.put("line", {"i": i}, owner="bob") for i in range(3)]
+    anyone = queue.put("line", {})
+    assert [r["id"] for r in jobq.list_jobs(owner="bob")[0]] == mine[::-1]
+    assert [r["id"] for r in jobq.list_jobs(owner="alice")[0]] == [job_id]
+    assert jobq.list_jobs(owner="carol")[0] == []
+    assert jobq.get_job(mine[0])["owner"] == "bob" and jobq.get_job(anyone)["owner"] is None
+    assert queue.cancel_or_delete(mine[0]) == "cancelled"
+    assert queue.cancel_or_delete(mine[0]) == "deleted"
+    assert [r["id"] for r in jobq.list_jobs(owner="bob")[0]] == mine[:0:-1]
+    assert dbs[2].zcard("jobs:owner:bob") == 2
