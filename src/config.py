@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -36,6 +37,7 @@ class Settings:
     shutdown_grace: float = _env("STOCKS_SHUTDOWN_GRACE", default=25.0)
     batch_max: int = _env("STOCKS_BATCH_MAX", default=32)
     image_budget_mb: float = _env("STOCKS_IMAGE_BUDGET_MB", default=256.0)
+    redis_maxmemory_mb: int = _env("STOCKS_REDIS_MAXMEMORY_MB", default=1024)
     # the API
     job_rate: str = _env("STOCKS_JOB_RATE", default="120/minute")
     api_cache_mb: int = _env("STOCKS_API_CACHE_MB", default=128)
@@ -86,6 +88,17 @@ def _parse(name: str, kind: str, raw: str):
 
 
 ENV_NAMES: dict[str, str] = {f.name: f.metadata["env"] for f in fields(Settings)}
+
+
+def mask_url(url: str) -> str:
+    """``url`` fit to print: a password in it becomes ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def child_environ(**overrides: str) -> dict[str, str]:

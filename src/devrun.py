@@ -8,22 +8,24 @@ it started.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from stocks import storage
-from stocks.config import Settings
+from stocks.config import Settings, mask_url
 from stocks.keys import STOCKS_DB
 from stocks.redis_server import RedisServer, env_with_redis, ping
 
 RUN_DIR = Path(".run")
-SHARED_PRICES = Path("..") / "shared" / "data" / "sp500_daily"
 YAHOO_PROBE = "https://query2.finance.yahoo.com/v8/finance/chart/SPY?range=1d"
 
 
@@ -31,17 +33,56 @@ def say(message: str) -> None:
     print(f"[stocks run] {message}", flush=True)
 
 
+def local_password(parsed_password: str | None) -> str:
+    """The password for a Redis we start: REDIS_URL's if it has one, else the one kept
+    (owner-only) under .run/ from an earlier run, else a new random one kept there."""
+    if parsed_password:
+        return unquote(parsed_password)
+    path = RUN_DIR / "redis.password"
+    if path.exists():
+        return path.read_text().strip()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def ensure_redis(settings: Settings) -> RedisServer | None:
-    """Reuse a reachable Redis; otherwise start one on REDIS_URL's local port."""
+    """Reuse a reachable Redis; otherwise start one, with a password and a memory limit, on
+    REDIS_URL's local port."""
     url = settings.redis_url
+    shown = mask_url(url)
     if ping(url):
-        say(f"using the Redis at {url}")
+        say(f"using the Redis at {shown}")
         return None
     parsed = urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
-        raise SystemExit(f"Redis at {url} does not answer, and it is not local to start it")
-    server = RedisServer(RUN_DIR / "redis", port=parsed.port or 6379, appendonly=True).start()
-    say(f"started redis-server on {server.url} (AOF under {RUN_DIR / 'redis'})")
+        raise SystemExit(f"Redis at {shown} does not answer, and it is not local to start it")
+    port = parsed.port or 6379
+    if port_in_use(port):
+        raise SystemExit(
+            f"something on port {port} does not answer as the Redis at {shown} "
+            "(a wrong password?): set REDIS_URL"
+        )
+    server = RedisServer(
+        RUN_DIR / "redis",
+        port=port,
+        appendonly=True,
+        password=local_password(parsed.password),
+        maxmemory_mb=settings.redis_maxmemory_mb,
+    ).start()
+    say(
+        f"started redis-server on {mask_url(server.url)} (AOF under {RUN_DIR / 'redis'}; "
+        f"maxmemory {settings.redis_maxmemory_mb} MB, noeviction; password from REDIS_URL "
+        f"or kept in {RUN_DIR / 'redis.password'})"
+    )
     return server
 
 

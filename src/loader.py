@@ -32,7 +32,7 @@ import redis
 from tqdm import tqdm
 
 from stocks import constituents, storage
-from stocks.config import Settings, redis_client, reset_clients
+from stocks.config import Settings, mask_url, redis_client, reset_clients
 from stocks.csv_source import CsvRejected, RowWarning, parse_csv
 from stocks.keys import STOCKS_DB
 
@@ -403,7 +403,8 @@ def run(args: argparse.Namespace, settings: Settings, session=None) -> int:
     try:
         settings.redis(STOCKS_DB).ping()
     except (redis.RedisError, OSError) as exc:
-        print(f"stocks load: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        where = mask_url(settings.redis_url)
+        print(f"stocks load: cannot reach Redis at {where}: {exc}", file=sys.stderr)
         return 1
     try:
         summary = load()

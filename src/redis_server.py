@@ -6,11 +6,13 @@ machine without root still gets a real server.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -44,17 +46,44 @@ def ping(url: str, timeout: float = 0.5) -> bool:
 
 
 class RedisServer:
-    """A redis-server child process with its files in ``workdir`` (AOF on by default)."""
+    """A redis-server child process with its files in ``workdir`` (AOF on by default).
 
-    def __init__(self, workdir: Path | str, port: int | None = None, appendonly: bool = True):
+    A password and memory limit go into a config file only its owner can read, never on
+    the command line (where ``ps`` would show them). ``maxmemory_mb`` comes with the
+    ``noeviction`` policy: a full Redis refuses writes rather than drop price data.
+    """
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        port: int | None = None,
+        appendonly: bool = True,
+        password: str | None = None,
+        maxmemory_mb: int | None = None,
+    ):
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password
+        self.maxmemory_mb = maxmemory_mb
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+    def _config_file(self) -> Path:
+        path = self.workdir / "redis.conf"
+        lines = []
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        if self.maxmemory_mb:
+            lines += [f"maxmemory {self.maxmemory_mb}mb", "maxmemory-policy noeviction"]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         binary = find_redis_server()
@@ -65,6 +94,7 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             binary,
+            str(self._config_file()),
             "--port",
             str(self.port),
             "--bind",
