@@ -24,7 +24,7 @@ import redis
 from bench.common import private_redis
 from stocks import loader, storage
 from stocks.config import STOCKS_DB, redis_client
-from stocks.csv_source import parse_csv
+from stocks.sources.csv import parse_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"

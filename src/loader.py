@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from stocks import constituents, storage
 from stocks.config import STOCKS_DB, redis_client, redis_url, reset_clients
-from stocks.csv_source import CsvRejected, RowWarning, parse_csv
+from stocks.sources.csv import CsvRejected, RowWarning, parse_csv
 
 SOURCES = ("csv", "yahoo", "synthetic")
 PERIOD_RE = re.compile(r"^(\d{1,3}(d|wk|mo|y)|ytd|max)$")
@@ -128,20 +128,20 @@ def csv_task(symbol: str, path: str) -> Outcome:
         return Outcome(symbol, error=f"{Path(path).name}: {type(exc).__name__}: {exc}")
 
 
-def yahoo_task(symbol: str, window, session, policy) -> Outcome:
-    from stocks import yahoo_source  # noqa: PLC0415 - yfinance is slow to import
+def yahoo_task(symbol: str, span, session, policy) -> Outcome:
+    from stocks.sources import yahoo  # noqa: PLC0415 - yfinance is slow to import
 
     try:
-        bars = yahoo_source.fetch(symbol, window, session=session, policy=policy)
+        bars = yahoo.fetch(symbol, span, session=session, policy=policy)
         return Outcome(symbol, _store(symbol, bars, "yahoo"))
-    except yahoo_source.YahooFailure as exc:
+    except yahoo.YahooFailure as exc:
         return Outcome(symbol, error=str(exc))
     except Exception as exc:  # noqa: BLE001
         return Outcome(symbol, error=f"{symbol}: {type(exc).__name__}: {exc}")
 
 
 def synthetic_task(symbol: str, seed: int, start: dt.date | None, end: dt.date | None) -> Outcome:
-    from stocks import synthetic  # noqa: PLC0415
+    from stocks.sources import synthetic  # noqa: PLC0415
 
     try:
         bars = synthetic.random_walk(symbol, seed, end=end, start=start)
@@ -249,18 +249,18 @@ def load_csv(
 
 def load_yahoo(
     symbols: list[str],
-    window=None,
+    span=None,
     workers: int | None = None,
     session=None,
     policy=None,
     progress: bool | None = None,
 ) -> Summary:
     """Fetch and store each symbol from Yahoo; ``session`` goes to yfinance (tests replay)."""
-    from stocks import yahoo_source  # noqa: PLC0415
+    from stocks.sources import yahoo  # noqa: PLC0415
 
-    window = window or yahoo_source.Window(period="5y")
-    workers = workers or yahoo_source.MAX_REQUESTS
-    jobs = [(sym, window, session, policy) for sym in symbols]
+    span = span or yahoo.HistorySpan(period="5y")
+    workers = workers or yahoo.MAX_REQUESTS
+    jobs = [(sym, span, session, policy) for sym in symbols]
     return run_tasks("yahoo", yahoo_task, jobs, workers, "thread", progress)
 
 
@@ -328,7 +328,7 @@ def _refuse(args: argparse.Namespace, source: str, flags: Iterable[str]) -> None
             raise UsageError(f"{flag} does not apply to --source {source}")
 
 
-def _window(args: argparse.Namespace):
+def _start_end(args: argparse.Namespace):
     start, end = _date("--start", args.start), _date("--end", args.end)
     if (start is None) != (end is None):
         raise UsageError("--start and --end go together")
@@ -350,30 +350,30 @@ def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
             raise UsageError(f"--path {args.path}: not a directory")
         return partial(load_csv, args.path, tickers, args.workers)
     if args.source == "yahoo":
-        from stocks import yahoo_source  # noqa: PLC0415
+        from stocks.sources import yahoo  # noqa: PLC0415
 
         _refuse(args, "yahoo", ("--path", "--count"))
         if (tickers is None) == (not args.sp500):
             raise UsageError("--source yahoo needs --tickers A,B,... or --sp500 (one of them)")
-        start, end = _window(args)
+        start, end = _start_end(args)
         if args.period and start:
             raise UsageError("--period and --start/--end exclude each other")
         if args.period and not PERIOD_RE.match(args.period):
             raise UsageError(f"--period {args.period!r}: use e.g. 5y, 6mo, 30d, ytd or max")
-        window = (
-            yahoo_source.Window(start, end)
+        span = (
+            yahoo.HistorySpan(start, end)
             if start
-            else yahoo_source.Window(period=args.period or "5y")
+            else yahoo.HistorySpan(period=args.period or "5y")
         )
         if tickers is None:
             symbols = [*constituents.sp500_symbols(), constituents.INDEX_SYMBOL]
         else:
-            symbols = list(dict.fromkeys(yahoo_source.canonical(t) for t in tickers))
-        return partial(load_yahoo, symbols, window, args.workers, session)
-    from stocks import synthetic  # noqa: PLC0415
+            symbols = list(dict.fromkeys(yahoo.canonical(t) for t in tickers))
+        return partial(load_yahoo, symbols, span, args.workers, session)
+    from stocks.sources import synthetic  # noqa: PLC0415
 
     _refuse(args, "synthetic", ("--path", "--period"))
-    start, end = _window(args)
+    start, end = _start_end(args)
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
     if tickers is not None and (args.count is not None or args.sp500):

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stocks import cli, loader, storage
-from stocks.csv_source import CsvRejected, _check_header, _fast_parse, parse_csv
+from stocks.sources.csv import CsvRejected, _check_header, _fast_parse, parse_csv
 
 HEADER = "date,open,high,low,close,volume,Name\n"
 

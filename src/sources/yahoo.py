@@ -58,7 +58,7 @@ class YahooTransient(Exception):
 
 
 @dataclass(frozen=True)
-class Window:
+class HistorySpan:
     """What to ask for: [start, end] both inclusive, or a Yahoo period such as '5y'."""
 
     start: dt.date | None = None
@@ -83,7 +83,7 @@ def to_yahoo(symbol: str) -> str:
     return symbol.replace(".", "-")
 
 
-def fetch(symbol: str, window: Window, session=None, policy: RetryPolicy | None = None):
+def fetch(symbol: str, span: HistorySpan, session=None, policy: RetryPolicy | None = None):
     """Bars (BAR_DTYPE, adj_close filled) for one canonical symbol; raises YahooFailure.
 
     ``session`` is handed to yfinance (None: its own curl_cffi session).
@@ -101,7 +101,7 @@ def fetch(symbol: str, window: Window, session=None, policy: RetryPolicy | None 
     try:
         for attempt in retrying:
             with attempt:
-                return _fetch_once(symbol, window, session)
+                return _fetch_once(symbol, span, session)
     except YahooTransient as exc:
         raise YahooFailure(f"{exc} (gave up after {policy.attempts} attempts)") from exc
     raise AssertionError("unreachable")
@@ -112,15 +112,15 @@ def _forget_cached_answers(_state) -> None:
     YfData.cache_get.cache_clear()
 
 
-def _fetch_once(symbol: str, window: Window, session) -> np.ndarray:
+def _fetch_once(symbol: str, span: HistorySpan, session) -> np.ndarray:
     yahoo_symbol = to_yahoo(symbol)
     kwargs: dict = {"interval": "1d", "auto_adjust": False, "actions": False, "timeout": 20}
-    if window.period:
-        kwargs["period"] = window.period
+    if span.period:
+        kwargs["period"] = span.period
     else:
-        kwargs["start"] = window.start.isoformat() if window.start else None
+        kwargs["start"] = span.start.isoformat() if span.start else None
         # yfinance's end is exclusive, ours inclusive.
-        kwargs["end"] = (window.end + dt.timedelta(days=1)).isoformat() if window.end else None
+        kwargs["end"] = (span.end + dt.timedelta(days=1)).isoformat() if span.end else None
     yf.config.debug.hide_exceptions = False  # raise errors instead of an empty frame
     with _request_slots:
         try:
