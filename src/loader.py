@@ -196,11 +196,6 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def _canonical(raw: str) -> str:
-    """Stored form of a symbol: upper case, share class with a dot (BRK-B -> BRK.B)."""
-    return storage.normalize_symbol(raw).replace("-", ".")
-
-
 def csv_jobs(directory: Path, tickers: list[str] | None) -> tuple[list[tuple], dict[str, str]]:
     """(jobs, failures): one job per file to load; a ticker without a file is a failure."""
     jobs: list[tuple] = []
@@ -208,24 +203,25 @@ def csv_jobs(directory: Path, tickers: list[str] | None) -> tuple[list[tuple], d
     if tickers is None:
         owner: dict[str, str] = {}
         for path in sorted(p for p in directory.iterdir() if p.suffix.lower() == ".csv"):
-            if storage.normalize_symbol(path.stem) is None:
+            symbol = storage.canonical_symbol(path.stem)
+            if symbol is None:
                 failures[path.name] = f"{path.name}: file name is not a ticker symbol"
-            elif _canonical(path.stem) in owner:
-                first = owner[_canonical(path.stem)]
-                failures[path.name] = f"{path.name}: same symbol as {first}; not loaded"
+            elif symbol in owner:
+                failures[path.name] = f"{path.name}: same symbol as {owner[symbol]}; not loaded"
             else:
-                owner[_canonical(path.stem)] = path.name
-                jobs.append((_canonical(path.stem), str(path)))
+                owner[symbol] = path.name
+                jobs.append((symbol, str(path)))
         return jobs, failures
     for raw in dict.fromkeys(tickers):
         names = dict.fromkeys([raw, *storage.symbol_candidates(raw)])
         path = next(
             (directory / f"{n}.csv" for n in names if (directory / f"{n}.csv").is_file()), None
         )
+        symbol = storage.canonical_symbol(raw)
         if path is None:
-            failures[_canonical(raw)] = f"{raw}: no file {raw}.csv in {directory}"
+            failures[symbol] = f"{raw}: no file {raw}.csv in {directory}"
         else:
-            jobs.append((_canonical(raw), str(path)))
+            jobs.append((symbol, str(path)))
     return jobs, failures
 
 
@@ -321,6 +317,11 @@ def _tickers(text: str | None) -> list[str] | None:
     return out
 
 
+def _canonical_symbols(tickers: list[str]) -> list[str]:
+    """Stored forms of the checked --tickers, first spelling first, each once."""
+    return list(dict.fromkeys(storage.canonical_symbol(t) for t in tickers))
+
+
 def _refuse(args: argparse.Namespace, source: str, flags: Iterable[str]) -> None:
     for flag in flags:
         value = getattr(args, flag.strip("-").replace("-", "_"))
@@ -368,7 +369,7 @@ def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
         if tickers is None:
             symbols = [*constituents.sp500_symbols(), constituents.INDEX_SYMBOL]
         else:
-            symbols = list(dict.fromkeys(yahoo.canonical(t) for t in tickers))
+            symbols = _canonical_symbols(tickers)
         return partial(load_yahoo, symbols, span, args.workers, session)
     from stocks.sources import synthetic  # noqa: PLC0415
 
@@ -379,7 +380,7 @@ def plan(args: argparse.Namespace, session=None) -> Callable[[], Summary]:
     if tickers is not None and (args.count is not None or args.sp500):
         raise UsageError("--tickers excludes --count and --sp500")
     if tickers is not None:
-        symbols = list(dict.fromkeys(_canonical(t) for t in tickers))
+        symbols = _canonical_symbols(tickers)
     else:
         symbols = synthetic.symbols(None if args.sp500 else args.count)
     return partial(load_synthetic, symbols, args.seed, start, end, args.workers)

@@ -216,7 +216,7 @@ def test_failed_symbol_keeps_its_old_data(r0, replay):
 
 def test_share_class_uses_yahoos_dash_and_is_stored_with_a_dot(r0, replay):
     replay.add_chart("BRK-B", two_days("BRK-B", close=300.25))
-    assert load([yahoo.canonical("brk-b")], replay).loaded == {"BRK.B": 2}
+    assert load([storage.canonical_symbol("brk-b")], replay).loaded == {"BRK.B": 2}
     assert replay.chart_requests("BRK-B") and not replay.chart_requests("BRK.B")
     assert storage.resolve_symbol(r0, "BRK-B") == "BRK.B"
     meta = storage.get_meta(r0, "BRK.B")

@@ -38,7 +38,7 @@ from yfinance.exceptions import (
 )
 
 from stocks.config import env_float, env_int
-from stocks.storage import make_bars, normalize_symbol
+from stocks.storage import make_bars
 
 MAX_REQUESTS = env_int("YAHOO_MAX_REQUESTS", 4)
 _request_slots = threading.BoundedSemaphore(MAX_REQUESTS)
@@ -71,12 +71,6 @@ class RetryPolicy:
     attempts: int = env_int("YAHOO_RETRIES", 5)
     wait: float = env_float("YAHOO_RETRY_WAIT", 1.0)  # first pause, doubling after
     max_wait: float = 30.0
-
-
-def canonical(raw: str) -> str | None:
-    """Stored form of a user or Yahoo symbol: upper case, share class with a dot."""
-    sym = normalize_symbol(raw)
-    return sym.replace("-", ".") if sym else None
 
 
 def to_yahoo(symbol: str) -> str:
