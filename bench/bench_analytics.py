@@ -61,11 +61,11 @@ def store_tickers(url: str) -> str:
     real = SP500_DIR.is_dir()
     for sym in TICKERS:
         if real:
-            from stocks.csv_source import parse_csv  # noqa: PLC0415
+            from stocks.sources.csv import parse_csv  # noqa: PLC0415
 
             bars = parse_csv(SP500_DIR / f"{sym}.csv").bars
         else:
-            from stocks.synthetic import random_walk  # noqa: PLC0415
+            from stocks.sources.synthetic import random_walk  # noqa: PLC0415
 
             bars = random_walk(sym, seed=1)
         storage.replace_series(r, sym, bars, {"name": sym, "sector": None, "source": "bench"})

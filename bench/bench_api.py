@@ -100,7 +100,7 @@ def load_data(url: str) -> tuple[list[str], str]:
     r = redis.Redis.from_url(url, db=STOCKS_DB)
     naive = redis.Redis.from_url(url, db=NAIVE_DB)
     if SP500_DIR.is_dir():
-        from stocks.csv_source import parse_csv  # noqa: PLC0415
+        from stocks.sources.csv import parse_csv  # noqa: PLC0415
 
         series = {p.stem: parse_csv(p).bars for p in sorted(SP500_DIR.glob("*.csv"))}
         source = f"{len(series)} real tickers (../shared/data/sp500_daily)"

@@ -24,8 +24,8 @@ import redis
 from bench.common import private_redis
 from stocks import loader, storage
 from stocks.config import Settings
-from stocks.csv_source import parse_csv
 from stocks.keys import STOCKS_DB
+from stocks.sources.csv import parse_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -33,8 +34,8 @@ from tqdm import tqdm
 
 from stocks import constituents, storage
 from stocks.config import Settings, mask_url, redis_client, reset_clients
-from stocks.csv_source import CsvRejected, RowWarning, parse_csv
 from stocks.keys import STOCKS_DB
+from stocks.sources.csv import CsvRejected, RowWarning, parse_csv
 
 SOURCES = ("csv", "yahoo", "synthetic")
 PERIOD_RE = re.compile(r"^(\d{1,3}(d|wk|mo|y)|ytd|max)$")
@@ -129,13 +130,13 @@ def csv_task(url: str, symbol: str, path: str) -> Outcome:
         return Outcome(symbol, error=f"{Path(path).name}: {type(exc).__name__}: {exc}")
 
 
-def yahoo_task(url: str, symbol: str, window, session, policy) -> Outcome:
-    from stocks import yahoo_source  # noqa: PLC0415 - yfinance is slow to import
+def yahoo_task(url: str, symbol: str, span, session, policy) -> Outcome:
+    from stocks.sources import yahoo  # noqa: PLC0415 - yfinance is slow to import
 
     try:
-        bars = yahoo_source.fetch(symbol, window, session=session, policy=policy)
+        bars = yahoo.fetch(symbol, span, session=session, policy=policy)
         return Outcome(symbol, _store(url, symbol, bars, "yahoo"))
-    except yahoo_source.YahooFailure as exc:
+    except yahoo.YahooFailure as exc:
         return Outcome(symbol, error=str(exc))
     except Exception as exc:  # noqa: BLE001
         return Outcome(symbol, error=f"{symbol}: {type(exc).__name__}: {exc}")
@@ -144,7 +145,7 @@ def yahoo_task(url: str, symbol: str, window, session, policy) -> Outcome:
 def synthetic_task(
     url: str, symbol: str, seed: int, start: dt.date | None, end: dt.date | None
 ) -> Outcome:
-    from stocks import synthetic  # noqa: PLC0415
+    from stocks.sources import synthetic  # noqa: PLC0415
 
     try:
         bars = synthetic.random_walk(symbol, seed, end=end, start=start)
@@ -199,11 +200,6 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def _canonical(raw: str) -> str:
-    """Stored form of a symbol: upper case, share class with a dot (BRK-B -> BRK.B)."""
-    return storage.normalize_symbol(raw).replace("-", ".")
-
-
 def csv_jobs(
     url: str, directory: Path, tickers: list[str] | None
 ) -> tuple[list[tuple], dict[str, str]]:
@@ -213,24 +209,25 @@ def csv_jobs(
     if tickers is None:
         owner: dict[str, str] = {}
         for path in sorted(p for p in directory.iterdir() if p.suffix.lower() == ".csv"):
-            if storage.normalize_symbol(path.stem) is None:
+            symbol = storage.canonical_symbol(path.stem)
+            if symbol is None:
                 failures[path.name] = f"{path.name}: file name is not a ticker symbol"
-            elif _canonical(path.stem) in owner:
-                first = owner[_canonical(path.stem)]
-                failures[path.name] = f"{path.name}: same symbol as {first}; not loaded"
+            elif symbol in owner:
+                failures[path.name] = f"{path.name}: same symbol as {owner[symbol]}; not loaded"
             else:
-                owner[_canonical(path.stem)] = path.name
-                jobs.append((url, _canonical(path.stem), str(path)))
+                owner[symbol] = path.name
+                jobs.append((url, symbol, str(path)))
         return jobs, failures
     for raw in dict.fromkeys(tickers):
         names = dict.fromkeys([raw, *storage.symbol_candidates(raw)])
         path = next(
             (directory / f"{n}.csv" for n in names if (directory / f"{n}.csv").is_file()), None
         )
+        symbol = storage.canonical_symbol(raw)
         if path is None:
-            failures[_canonical(raw)] = f"{raw}: no file {raw}.csv in {directory}"
+            failures[symbol] = f"{raw}: no file {raw}.csv in {directory}"
         else:
-            jobs.append((url, _canonical(raw), str(path)))
+            jobs.append((url, symbol, str(path)))
     return jobs, failures
 
 
@@ -256,18 +253,23 @@ def load_csv(
 def load_yahoo(
     settings: Settings,
     symbols: list[str],
-    window=None,
+    span=None,
     workers: int | None = None,
     session=None,
     policy=None,
     progress: bool | None = None,
 ) -> Summary:
     """Fetch and store each symbol from Yahoo; ``session`` goes to yfinance (tests replay)."""
-    from stocks import yahoo_source  # noqa: PLC0415
+    from stocks.sources import yahoo  # noqa: PLC0415
 
-    window = window or yahoo_source.Window(period="5y")
-    workers = workers or yahoo_source.MAX_REQUESTS
-    jobs = [(settings.redis_url, sym, window, session, policy) for sym in symbols]
+    span = span or yahoo.HistorySpan(period="5y")
+    policy = policy or yahoo.RetryPolicy(
+        settings.yahoo_retries,
+        settings.yahoo_retry_wait,
+        slots=threading.BoundedSemaphore(settings.yahoo_max_requests),
+    )
+    workers = workers or settings.yahoo_max_requests
+    jobs = [(settings.redis_url, sym, span, session, policy) for sym in symbols]
     return run_tasks("yahoo", yahoo_task, jobs, workers, "thread", progress)
 
 
@@ -329,6 +331,11 @@ def _tickers(text: str | None) -> list[str] | None:
     return out
 
 
+def _canonical_symbols(tickers: list[str]) -> list[str]:
+    """Stored forms of the checked --tickers, first spelling first, each once."""
+    return list(dict.fromkeys(storage.canonical_symbol(t) for t in tickers))
+
+
 def _refuse(args: argparse.Namespace, source: str, flags: Iterable[str]) -> None:
     for flag in flags:
         value = getattr(args, flag.strip("-").replace("-", "_"))
@@ -336,7 +343,7 @@ def _refuse(args: argparse.Namespace, source: str, flags: Iterable[str]) -> None
             raise UsageError(f"{flag} does not apply to --source {source}")
 
 
-def _window(args: argparse.Namespace):
+def _start_end(args: argparse.Namespace):
     start, end = _date("--start", args.start), _date("--end", args.end)
     if (start is None) != (end is None):
         raise UsageError("--start and --end go together")
@@ -358,36 +365,36 @@ def plan(args: argparse.Namespace, settings: Settings, session=None) -> Callable
             raise UsageError(f"--path {args.path}: not a directory")
         return partial(load_csv, settings, args.path, tickers, args.workers)
     if args.source == "yahoo":
-        from stocks import yahoo_source  # noqa: PLC0415
+        from stocks.sources import yahoo  # noqa: PLC0415
 
         _refuse(args, "yahoo", ("--path", "--count"))
         if (tickers is None) == (not args.sp500):
             raise UsageError("--source yahoo needs --tickers A,B,... or --sp500 (one of them)")
-        start, end = _window(args)
+        start, end = _start_end(args)
         if args.period and start:
             raise UsageError("--period and --start/--end exclude each other")
         if args.period and not PERIOD_RE.match(args.period):
             raise UsageError(f"--period {args.period!r}: use e.g. 5y, 6mo, 30d, ytd or max")
-        window = (
-            yahoo_source.Window(start, end)
+        span = (
+            yahoo.HistorySpan(start, end)
             if start
-            else yahoo_source.Window(period=args.period or "5y")
+            else yahoo.HistorySpan(period=args.period or "5y")
         )
         if tickers is None:
             symbols = [*constituents.sp500_symbols(), constituents.INDEX_SYMBOL]
         else:
-            symbols = list(dict.fromkeys(yahoo_source.canonical(t) for t in tickers))
-        return partial(load_yahoo, settings, symbols, window, args.workers, session)
-    from stocks import synthetic  # noqa: PLC0415
+            symbols = _canonical_symbols(tickers)
+        return partial(load_yahoo, settings, symbols, span, args.workers, session)
+    from stocks.sources import synthetic  # noqa: PLC0415
 
     _refuse(args, "synthetic", ("--path", "--period"))
-    start, end = _window(args)
+    start, end = _start_end(args)
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
     if tickers is not None and (args.count is not None or args.sp500):
         raise UsageError("--tickers excludes --count and --sp500")
     if tickers is not None:
-        symbols = list(dict.fromkeys(_canonical(t) for t in tickers))
+        symbols = _canonical_symbols(tickers)
     else:
         symbols = synthetic.symbols(None if args.sp500 else args.count)
     return partial(load_synthetic, settings, symbols, args.seed, start, end, args.workers)

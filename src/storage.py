@@ -90,6 +90,16 @@ def normalize_symbol(raw: str) -> str | None:
     return sym if SYMBOL_RE.match(sym) else None
 
 
+def canonical_symbol(raw: str) -> str | None:
+    """The form a loader stores a symbol under: upper case, share class with a dot.
+
+    Yahoo and some file names spell BRK.B as BRK-B; storing one spelling lets every
+    reader find it. None when ``raw`` cannot be a symbol.
+    """
+    sym = normalize_symbol(raw)
+    return sym.replace("-", ".") if sym else None
+
+
 def symbol_candidates(raw: str) -> list[str]:
     """Stored forms to try: as given, then Yahoo's dash form read as a share class dot."""
     sym = normalize_symbol(raw)
@@ -101,16 +111,25 @@ def symbol_candidates(raw: str) -> list[str]:
     return out
 
 
+def resolve_symbols(
+    r: redis.Redis, raws: Iterable[str]
+) -> tuple[list[str | None], dict[str, str | None]]:
+    """The stored symbol for each user-typed one (None: no data), in one round trip.
+
+    Case-insensitive, and BRK-B finds BRK.B. Also returns the data version of every
+    stored form tried (None: absent): everything an answer built from these symbols
+    depends on, so a cache that rechecks them all also sees a spelling appear.
+    """
+    candidates = [symbol_candidates(raw) for raw in raws]
+    tried = [sym for forms in candidates for sym in forms]
+    found = versions(r, tried) if tried else {}
+    stored = [next((s for s in forms if found[s] is not None), None) for forms in candidates]
+    return stored, found
+
+
 def resolve_symbol(r: redis.Redis, raw: str) -> str | None:
-    """The canonical stored symbol for user input (case-insensitive, BRK-B = BRK.B)."""
-    candidates = symbol_candidates(raw)
-    if not candidates:
-        return None
-    found = r.smismember(SYMBOLS_KEY, candidates)
-    for sym, present in zip(candidates, found, strict=True):
-        if present:
-            return sym
-    return None
+    """The stored symbol for one user-typed symbol, or None when it has no data."""
+    return resolve_symbols(r, [raw])[0][0]
 
 
 def list_symbols(r: redis.Redis) -> list[str]:
@@ -207,12 +226,20 @@ def decode_chunks(chunks: Iterable[bytes]) -> np.ndarray:
     return np.frombuffer(data, dtype=BAR_DTYPE) if data else empty_bars()
 
 
+def date_slice(days: np.ndarray, start: dt.date | None, end: dt.date | None) -> slice:
+    """Where start <= day <= end in sorted day numbers (both inclusive; None: unbounded).
+
+    A slice rather than the rows, so columns computed alongside the bars (an indicator,
+    an index level) are cut at the same places. ``stop`` is never below ``start``.
+    """
+    lo = 0 if start is None else int(np.searchsorted(days, to_day(start), side="left"))
+    hi = len(days) if end is None else int(np.searchsorted(days, to_day(end), side="right"))
+    return slice(lo, max(lo, hi))
+
+
 def cut(bars: np.ndarray, start: dt.date | None, end: dt.date | None) -> np.ndarray:
     """Bars with start <= date <= end (both inclusive); bars must be sorted by date."""
-    dates = bars["date"]
-    lo = 0 if start is None else int(np.searchsorted(dates, to_day(start), side="left"))
-    hi = len(bars) if end is None else int(np.searchsorted(dates, to_day(end), side="right"))
-    return bars[lo:hi]
+    return bars[date_slice(bars["date"], start, end)]
 
 
 def _year_bounds(start: dt.date | None, end: dt.date | None) -> list[str]:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from stocks import cli, loader, storage
 from stocks.config import Settings
-from stocks.csv_source import CsvRejected, _check_header, _fast_parse, parse_csv
+from stocks.sources.csv import CsvRejected, _check_header, _fast_parse, parse_csv
 
 HEADER = "date,open,high,low,close,volume,Name\n"
 

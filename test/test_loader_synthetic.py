@@ -7,7 +7,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from stocks import cli, constituents, storage, synthetic
+from stocks import cli, constituents, storage
+from stocks.sources import synthetic
 
 pytestmark = pytest.mark.usefixtures("redis_env")
 

@@ -16,9 +16,10 @@ from curl_cffi import requests as curl_requests
 from yahoo_replay import ReplaySession, chart_body
 from yfinance.data import YfData
 
-from stocks import constituents, loader, storage, synthetic, yahoo_source
+from stocks import constituents, loader, storage
 from stocks.config import Settings
-from stocks.yahoo_source import RetryPolicy, Window
+from stocks.sources import synthetic
+from stocks.sources.yahoo import HistorySpan, RetryPolicy
 
 ALLOWED_HOSTS = {
     "fc.yahoo.com",
@@ -67,13 +68,13 @@ def two_days(symbol: str, close: float = 2.5) -> dict:
     )
 
 
-WINDOW = Window(dt.date(2020, 1, 1), dt.date(2020, 1, 3))
+SPAN = HistorySpan(dt.date(2020, 1, 1), dt.date(2020, 1, 3))
 
 
-def load(symbols, session, window=WINDOW, workers=2):
+def load(symbols, session, span=SPAN, workers=2):
     settings = Settings.from_env()  # the redis_env fixture's server
     return loader.load_yahoo(
-        settings, symbols, window, workers, session=session, policy=FAST, progress=False
+        settings, symbols, span, workers, session=session, policy=FAST, progress=False
     )
 
 
@@ -97,8 +98,8 @@ def test_real_capture_is_stored_with_yahoos_exact_numbers(
 ):
     path = YAHOO_DIR / f"{capture}.json"
     replay.add_capture(symbol, path)
-    window = Window(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
-    summary = load([symbol], replay, window)
+    span = HistorySpan(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+    summary = load([symbol], replay, span)
     assert summary.failures == {} and summary.loaded == {symbol: rows}
 
     result = json.loads(path.read_bytes())["chart"]["result"][0]
@@ -117,7 +118,7 @@ def test_real_capture_is_stored_with_yahoos_exact_numbers(
 @needs_captures
 def test_dividend_adjusted_close_is_kept_beside_the_raw_close(r0, replay):
     replay.add_capture("MSFT", YAHOO_DIR / "MSFT_chart_1d_2021-02-01_2022-01-31_dividends.json")
-    load(["MSFT"], replay, Window(dt.date(2021, 2, 1), dt.date(2022, 1, 28)))
+    load(["MSFT"], replay, HistorySpan(dt.date(2021, 2, 1), dt.date(2022, 1, 28)))
     first = storage.bar_dicts(storage.read_bars(r0, "MSFT"))[0]
     assert first["adj_close"] < first["close"] == 239.64999389648438
 
@@ -125,7 +126,7 @@ def test_dividend_adjusted_close_is_kept_beside_the_raw_close(r0, replay):
 @needs_captures
 def test_empty_capture_is_a_named_failure(r0, replay):
     replay.add_capture("AAPL", YAHOO_DIR / "AAPL_chart_1m_2025-02-01_2025-02-02_empty.json")
-    summary = load(["AAPL"], replay, Window(dt.date(2025, 2, 1), dt.date(2025, 2, 2)))
+    summary = load(["AAPL"], replay, HistorySpan(dt.date(2025, 2, 1), dt.date(2025, 2, 2)))
     assert summary.loaded == {}
     assert summary.failures["AAPL"].startswith("AAPL: ")
     assert "no price data" in summary.failures["AAPL"]
@@ -221,7 +222,7 @@ def test_failed_symbol_keeps_its_old_data(r0, replay):
 
 def test_share_class_uses_yahoos_dash_and_is_stored_with_a_dot(r0, replay):
     replay.add_chart("BRK-B", two_days("BRK-B", close=300.25))
-    assert load([yahoo_source.canonical("brk-b")], replay).loaded == {"BRK.B": 2}
+    assert load([storage.canonical_symbol("brk-b")], replay).loaded == {"BRK.B": 2}
     assert replay.chart_requests("BRK-B") and not replay.chart_requests("BRK.B")
     assert storage.resolve_symbol(r0, "BRK-B") == "BRK.B"
     meta = storage.get_meta(r0, "BRK.B")
@@ -266,9 +267,12 @@ def test_concurrent_requests_are_bounded(r0, yf_cache_dir, monkeypatch):
     symbols = [f"T{i}" for i in range(10)]
     for sym in symbols:
         session.add_chart(sym, two_days(sym))
-    summary = load(symbols, session, workers=10)
+    policy = RetryPolicy(attempts=3, wait=0.01, slots=threading.BoundedSemaphore(3))
+    summary = loader.load_yahoo(
+        Settings.from_env(), symbols, SPAN, 10, session=session, policy=policy, progress=False
+    )
     assert len(summary.loaded) == 10
-    assert 2 <= session.peak <= yahoo_source.MAX_REQUESTS
+    assert 2 <= session.peak <= 3
 
 
 # --- command line ----------------------------------------------------------------------
@@ -288,11 +292,11 @@ def test_sp500_asks_for_every_member_and_the_index(redis_url):
         workers=None,
         json=False,
     )
-    planned = loader.plan(args)
-    symbols = planned.args[0]
+    planned = loader.plan(args, Settings(redis_url=redis_url))
+    symbols = planned.args[1]
     assert symbols[-1] == "^GSPC" and "BRK.B" in symbols
     assert len(symbols) == len(constituents.sp500_symbols()) + 1
-    assert planned.args[1] == Window(period="5y")
+    assert planned.args[2] == HistorySpan(period="5y")
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,64 @@ def test_symbols_resolve_case_insensitively_and_share_class_dash(r0):
     assert storage.list_symbols(r0) == ["BRK.B"]
 
 
+def test_canonical_symbol_is_upper_case_with_a_share_class_dot():
+    assert storage.canonical_symbol(" brk-b ") == "BRK.B"
+    assert storage.canonical_symbol("bf.b") == "BF.B"
+    assert storage.canonical_symbol("^gspc") == "^GSPC"
+    assert storage.canonical_symbol("bad sym") is None
+    assert storage.canonical_symbol("") is None
+
+
+def test_resolve_symbols_answers_each_and_versions_every_spelling_tried(r0):
+    brk = storage.replace_series(r0, "BRK.B", series(), {"source": "csv"})
+    aapl = storage.replace_series(r0, "AAPL", series(seed=2), {"source": "csv"})
+    stored, found = storage.resolve_symbols(r0, ["brk-b", "aapl", "NOPE", "bad\x00sym", "AAPL"])
+    assert stored == ["BRK.B", "AAPL", None, None, "AAPL"]
+    assert found == {
+        "BRK-B": None,
+        "BRK.B": brk["version"],
+        "AAPL": aapl["version"],
+        "NOPE": None,
+    }
+    assert storage.resolve_symbols(r0, []) == ([], {})
+    assert storage.resolve_symbols(r0, ["bad\x00sym"]) == ([None], {})
+
+
+def test_resolve_prefers_the_spelling_as_typed(r0):
+    storage.replace_series(r0, "AB-C", series(), {"source": "csv"})
+    storage.replace_series(r0, "AB.C", series(seed=2), {"source": "csv"})
+    assert storage.resolve_symbol(r0, "ab-c") == "AB-C"
+    assert storage.resolve_symbol(r0, "ab.c") == "AB.C"
+    storage.delete_series(r0, "AB-C")
+    assert storage.resolve_symbol(r0, "ab-c") == "AB.C"
+
+
+def test_date_slice_is_inclusive_and_open_ended():
+    days = np.array([storage.to_day(dt.date(2020, 1, d)) for d in (2, 3, 6, 7, 8)])
+
+    def picked(start, end) -> list[int]:
+        return [storage.from_day(d).day for d in days[storage.date_slice(days, start, end)]]
+
+    assert picked(None, None) == [2, 3, 6, 7, 8]
+    assert picked(dt.date(2020, 1, 3), dt.date(2020, 1, 7)) == [3, 6, 7]
+    assert picked(dt.date(2020, 1, 4), dt.date(2020, 1, 5)) == []  # a weekend
+    assert picked(dt.date(2020, 1, 7), None) == [7, 8]
+    assert picked(None, dt.date(2020, 1, 2)) == [2]
+    assert picked(dt.date(2019, 1, 1), dt.date(2030, 1, 1)) == [2, 3, 6, 7, 8]
+    assert picked(dt.date(2021, 1, 1), None) == []
+    backwards = storage.date_slice(days, dt.date(2020, 1, 7), dt.date(2020, 1, 3))
+    assert backwards.stop == backwards.start  # empty, never a negative length
+    assert storage.date_slice(days[:0], dt.date(2020, 1, 1), None) == slice(0, 0)
+
+
+def test_cut_takes_the_rows_date_slice_names():
+    bars = series()
+    start, end = dt.date(2014, 12, 31), dt.date(2015, 1, 2)
+    got = storage.cut(bars, start, end)
+    assert storage.days_to_iso(got["date"]) == ["2014-12-31", "2015-01-01", "2015-01-02"]
+    assert got.tobytes() == bars[storage.date_slice(bars["date"], start, end)].tobytes()
+
+
 def test_replace_is_atomic_for_readers(r0):
     """A reader never sees one load's meta with another's bars, nor a half-written series."""
     old, new = series(seed=1), series(start="2015-01-01", seed=2)

@@ -217,14 +217,12 @@ def load_series(raws: list[str]) -> tuple[list[Series], dict[str, str | None]]:
     {stored form: version} for every form tried: what the answer depends on.
     """
     r = redis_client(STOCKS_DB)
-    candidates = [storage.symbol_candidates(raw) for raw in raws]
-    found = storage.versions(r, [c for cands in candidates for c in cands])
+    stored, found = storage.resolve_symbols(r, raws)
     out = []
-    for raw, cands in zip(raws, candidates, strict=True):
-        hit = next(((s, found[s]) for s in cands if found.get(s)), None)
-        if hit is None:
+    for raw, symbol in zip(raws, stored, strict=True):
+        if symbol is None:
             raise unknown_symbol(raw)
-        series = CACHE.get(hit) or fetch_series(r, hit[0])
+        series = CACHE.get((symbol, found[symbol])) or fetch_series(r, symbol)
         if series is None:
             raise unknown_symbol(raw)
         found[series.symbol] = series.version  # the version the bars really have
@@ -270,10 +268,7 @@ def bad_param(field_name: str, reason: str) -> ApiError:
 
 
 def range_slice(series: Series, start: dt.date | None, end: dt.date | None) -> slice:
-    dates = series.bars["date"]
-    lo = 0 if start is None else int(np.searchsorted(dates, storage.to_day(start), "left"))
-    hi = len(dates) if end is None else int(np.searchsorted(dates, storage.to_day(end), "right"))
-    return slice(lo, max(lo, hi))
+    return storage.date_slice(series.bars["date"], start, end)
 
 
 # --- indicators ------------------------------------------------------------------------

@@ -141,12 +141,9 @@ class CachedAnswers:
 
 def resolve_versions(raw: str) -> tuple[str, dict[str, str | None]]:
     """(canonical symbol, version of every spelling tried) in one round trip, or a 404."""
-    candidates = storage.symbol_candidates(raw)
-    if candidates:
-        found = storage.versions(db(), candidates)
-        for sym, version in found.items():
-            if version is not None:
-                return sym, found
+    (symbol,), found = storage.resolve_symbols(db(), [raw])
+    if symbol is not None:
+        return symbol, found
     raise ApiError(404, "unknown_symbol", f"unknown symbol {raw!r}", symbol=raw)
 
 

@@ -199,10 +199,9 @@ def benchmark_reference(
     if not members:
         raise ChartDataError("no tickers are loaded to build an equal-weight index")
     days, index, n = _equal_weight_reference(r, members)
-    lo = 0 if start is None else int(np.searchsorted(days, storage.to_day(start)))
-    hi = len(days) if end is None else int(np.searchsorted(days, storage.to_day(end), "right"))
+    in_range = storage.date_slice(days, start, end)
     noun = "ticker" if n == 1 else "tickers"
-    return f"Equal-weight index of {n} loaded {noun}", days[lo:hi], index[lo:hi]
+    return f"Equal-weight index of {n} loaded {noun}", days[in_range], index[in_range]
 
 
 # --- kinds -----------------------------------------------------------------------------
@@ -240,7 +239,7 @@ def _candlestick(r, symbols, start, end, opts) -> bytes:
     if found is None:
         raise ChartDataError(f"symbol {sym} is not loaded")
     history = found[1]
-    lo = 0 if start is None else int(np.searchsorted(history["date"], storage.to_day(start)))
+    lo = storage.date_slice(history["date"], start, None).start
     bars = history[lo:]
     if len(bars) == 0:
         raise ChartDataError(f"no prices for {sym} {_range_text(start, end)}")

@@ -6,8 +6,9 @@ system uses the dot (BRK.B); raw and adjusted close are both kept (``auto_adjust
 unknown symbol or an empty answer is a named failure at once, never an empty series.
 (yfinance hides the HTTP status, so a 5xx is recognised by its body, Yahoo's non-JSON
 "Will be right back" page; a 5xx carrying a JSON chart error reports Yahoo's reason.)
-At most ``YAHOO_MAX_REQUESTS`` requests run at a time, whatever the thread count, so a
-large ``--workers`` cannot get the client banned. A test hands in a replay session.
+At most ``yahoo_max_requests`` requests of one load run at a time (``slots``), whatever
+the thread count, so a large ``--workers`` cannot get the client banned. A test hands in
+a replay session.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,11 +38,7 @@ from yfinance.exceptions import (
     YFTzMissingError,
 )
 
-from stocks.config import env_float, env_int
-from stocks.storage import make_bars, normalize_symbol
-
-MAX_REQUESTS = env_int("YAHOO_MAX_REQUESTS", 4)
-_request_slots = threading.BoundedSemaphore(MAX_REQUESTS)
+from stocks.storage import make_bars
 
 # yfinance's own pandas deprecation noise and log lines are not ours to act on: every
 # failure comes back as a named reason in the load summary instead.
@@ -58,7 +55,7 @@ class YahooTransient(Exception):
 
 
 @dataclass(frozen=True)
-class Window:
+class HistorySpan:
     """What to ask for: [start, end] both inclusive, or a Yahoo period such as '5y'."""
 
     start: dt.date | None = None
@@ -68,22 +65,19 @@ class Window:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = env_int("YAHOO_RETRIES", 5)
-    wait: float = env_float("YAHOO_RETRY_WAIT", 1.0)  # first pause, doubling after
+    """How one load asks Yahoo: tries per symbol, pauses, and requests at a time."""
+
+    attempts: int = 5
+    wait: float = 1.0  # first pause, doubling after
     max_wait: float = 30.0
-
-
-def canonical(raw: str) -> str | None:
-    """Stored form of a user or Yahoo symbol: upper case, share class with a dot."""
-    sym = normalize_symbol(raw)
-    return sym.replace("-", ".") if sym else None
+    slots: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(4))
 
 
 def to_yahoo(symbol: str) -> str:
     return symbol.replace(".", "-")
 
 
-def fetch(symbol: str, window: Window, session=None, policy: RetryPolicy | None = None):
+def fetch(symbol: str, span: HistorySpan, session=None, policy: RetryPolicy | None = None):
     """Bars (BAR_DTYPE, adj_close filled) for one canonical symbol; raises YahooFailure.
 
     ``session`` is handed to yfinance (None: its own curl_cffi session).
@@ -101,7 +95,7 @@ def fetch(symbol: str, window: Window, session=None, policy: RetryPolicy | None 
     try:
         for attempt in retrying:
             with attempt:
-                return _fetch_once(symbol, window, session)
+                return _fetch_once(symbol, span, session, policy)
     except YahooTransient as exc:
         raise YahooFailure(f"{exc} (gave up after {policy.attempts} attempts)") from exc
     raise AssertionError("unreachable")
@@ -112,17 +106,17 @@ def _forget_cached_answers(_state) -> None:
     YfData.cache_get.cache_clear()
 
 
-def _fetch_once(symbol: str, window: Window, session) -> np.ndarray:
+def _fetch_once(symbol: str, span: HistorySpan, session, policy: RetryPolicy) -> np.ndarray:
     yahoo_symbol = to_yahoo(symbol)
     kwargs: dict = {"interval": "1d", "auto_adjust": False, "actions": False, "timeout": 20}
-    if window.period:
-        kwargs["period"] = window.period
+    if span.period:
+        kwargs["period"] = span.period
     else:
-        kwargs["start"] = window.start.isoformat() if window.start else None
+        kwargs["start"] = span.start.isoformat() if span.start else None
         # yfinance's end is exclusive, ours inclusive.
-        kwargs["end"] = (window.end + dt.timedelta(days=1)).isoformat() if window.end else None
+        kwargs["end"] = (span.end + dt.timedelta(days=1)).isoformat() if span.end else None
     yf.config.debug.hide_exceptions = False  # raise errors instead of an empty frame
-    with _request_slots:
+    with policy.slots:
         try:
             ticker = yf.Ticker(yahoo_symbol, session=session)
             frame = ticker.history(**kwargs)
