@@ -111,7 +111,8 @@ def cache_key(r0, kind: str, params: dict) -> str:
     tags=[TAG_JOBS],
     responses={202: JobCreated, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody, **ERRORS},
 )
-# A shared limit named as before blueprints, so its Redis key is unchanged.
+# Scoped by the endpoint name it had before blueprints ("create_job", now "jobs.create_job"),
+# so the counter's Redis key in DB 1 is unchanged.
 @limiter.shared_limit(job_rate, scope="create_job")
 def create_job(body: JobRequest) -> Response:
     """Queue a chart; poll `links.self`, then download `links.image`."""

@@ -2,7 +2,9 @@
 
 One module-level ``limiter`` so views can declare their limits where they are defined;
 ``init_app`` binds it to an app and its Redis (the app-factory pattern of Flask-Limiter's
-docs). If Redis fails, requests pass (a job's enqueue itself then answers 503).
+docs). Its storage belongs to the limiter, not the app: in one process the last app
+built decides where counts go (the server builds one app per process). If Redis
+fails, requests pass (a job's enqueue itself then answers 503).
 """
 
 from __future__ import annotations
