@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from stocks.api.answer_cache import ResponseCache
 from stocks.api.lru import LockedLRU
-from stocks.api.prices import ResponseCache
 
 
 def test_response_cache_is_bounded_by_body_bytes_and_evicts_least_recent():

@@ -1,8 +1,8 @@
 """One JSON error shape for every failure: {"error": {"status", "code", "message", ...}}.
 
-Routes raise ``ApiError``; Werkzeug's HTTP errors (404 route, 405, 413, 415) and pydantic
-validation failures are mapped to the same shape, and anything unexpected becomes a
-logged 500 with no traceback in the body.
+Routes raise ``ApiError``; Werkzeug's HTTP errors (404 route, 405, 413, 415), pydantic
+validation failures and an unreachable or contended Redis (503) are mapped to the same
+shape, and anything unexpected becomes a logged 500 with no traceback in the body.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 
 import orjson
+import redis
 from flask import Flask, Response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from stocks import storage
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,11 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.details = details
+
+
+def unknown_symbol(raw: str) -> ApiError:
+    """The 404 for a symbol that is not stored, naming it as the caller typed it."""
+    return ApiError(404, "unknown_symbol", f"unknown symbol {raw!r}", symbol=raw)
 
 
 def error_body(status: int, code: str, message: str, **details: object) -> bytes:
@@ -89,6 +97,16 @@ def register_error_handlers(app: Flask) -> None:
         allowed = getattr(e, "valid_methods", None)
         if allowed:
             resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(e: redis.RedisError) -> Response:
+        return error_response(503, "redis_unavailable", "the data store does not answer")
+
+    @app.errorhandler(storage.WriteContention)
+    def _write_busy(e: storage.WriteContention) -> Response:
+        resp = error_response(503, "busy", str(e))
+        resp.headers["Retry-After"] = "1"
         return resp
 
     @app.errorhandler(Exception)

@@ -22,7 +22,7 @@ from stocks.chart_spec import (
 from stocks.jobs import STATUSES
 
 Pixels = Annotated[int, Field(strict=True, ge=PIXELS[0], le=PIXELS[1])]
-Window = Annotated[int, Field(strict=True, ge=2, le=500)]
+MovingAverageWindow = Annotated[int, Field(strict=True, ge=2, le=500)]
 
 
 class ChartOptions(ApiModel):
@@ -37,7 +37,7 @@ class ChartOptions(ApiModel):
     volume: bool = Field(
         default=DEFAULT_OPTIONS["volume"], strict=True, description="candlestick: volume panel"
     )
-    moving_averages: list[Window] = Field(
+    moving_averages: list[MovingAverageWindow] = Field(
         default_factory=list,
         max_length=MAX_MOVING_AVERAGES,
         description="candlestick: up to 3 windows (days)",

@@ -14,21 +14,19 @@ import hashlib
 
 import orjson
 from flask import Response, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
-from flask_openapi3 import OpenAPI, Tag
+from flask_openapi3 import APIBlueprint
 from werkzeug.exceptions import BadRequest
 
 from stocks import jobs, storage
-from stocks.api.errors import ApiError
+from stocks.api.docs import TAG_JOBS, plain_operation_id
+from stocks.api.errors import ApiError, unknown_symbol
 from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
+from stocks.api.limits import job_rate, limiter
 from stocks.api.models import ErrorBody
 from stocks.api.respond import json_response
-from stocks.config import QUEUE_DB, STOCKS_DB, env_str, redis_client, redis_url
+from stocks.config import STOCKS_DB, redis_client
 from stocks.constituents import INDEX_SYMBOL
 
-tag_jobs = Tag(name="jobs", description="chart jobs: request, poll, download")
-DEFAULT_JOB_RATE = "120/minute"
 ERRORS = {400: ErrorBody, 404: ErrorBody}
 
 
@@ -62,9 +60,13 @@ def _not_found(job_id: str) -> ApiError:
     return ApiError(404, "unknown_job", f"no job {job_id[:64]!r}")
 
 
+bp = APIBlueprint("jobs", __name__, operation_id_callback=plain_operation_id)
+
+
 # --- request checks ----------------------------------------------------------------------
 
 
+@bp.before_request
 def check_json_body() -> None:
     """POST /jobs: 415 unless the body is declared JSON, 400 when it does not parse."""
     if request.method != "POST" or request.url_rule is None or request.url_rule.rule != "/jobs":
@@ -82,7 +84,7 @@ def canonical_symbols(r0, raw: list[str]) -> list[str]:
     for text in raw:
         sym = storage.resolve_symbol(r0, text)
         if sym is None:
-            raise ApiError(404, "unknown_symbol", f"no data for symbol {text!r}", symbol=text)
+            raise unknown_symbol(text)
         if sym in out:
             raise ApiError(400, "invalid_parameter", f"symbol {sym} is listed twice")
         out.append(sym)
@@ -104,6 +106,14 @@ def cache_key(r0, kind: str, params: dict) -> str:
 # --- views -------------------------------------------------------------------------------
 
 
+@bp.post(
+    "/jobs",
+    tags=[TAG_JOBS],
+    responses={202: JobCreated, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody, **ERRORS},
+)
+# Scoped by the endpoint name it had before blueprints ("create_job", now "jobs.create_job"),
+# so the counter's Redis key in DB 1 is unchanged.
+@limiter.shared_limit(job_rate, scope="create_job")
 def create_job(body: JobRequest) -> Response:
     """Queue a chart; poll `links.self`, then download `links.image`."""
     r0 = redis_client(STOCKS_DB)
@@ -118,6 +128,7 @@ def create_job(body: JobRequest) -> Response:
     return json_response(payload, status=202, headers={"Location": f"/jobs/{job_id}"})
 
 
+@bp.get("/jobs/<job_id>", tags=[TAG_JOBS], responses={200: JobView, **ERRORS})
 def get_job(path: JobPath) -> Response:
     rec = jobs.get_job(path.job_id)
     if rec is None:
@@ -125,12 +136,18 @@ def get_job(path: JobPath) -> Response:
     return json_response(job_view(rec))
 
 
+@bp.get("/jobs", tags=[TAG_JOBS], responses={200: JobList, 400: ErrorBody})
 def list_jobs(query: JobListQuery) -> Response:
     """Newest first; pass `next_cursor` back as `cursor` for the next page."""
     recs, next_cursor = jobs.list_jobs(query.status, query.limit, query.cursor)
     return json_response({"jobs": [job_view(rec) for rec in recs], "next_cursor": next_cursor})
 
 
+@bp.delete(
+    "/jobs/<job_id>",
+    tags=[TAG_JOBS],
+    responses={200: JobView, 204: None, 409: ErrorBody, **ERRORS},
+)
 def delete_job(path: JobPath) -> Response:
     """Cancel a queued job (200); remove a finished, failed or cancelled one (204)."""
     outcome = jobs.cancel_or_delete(path.job_id)
@@ -145,6 +162,12 @@ def delete_job(path: JobPath) -> Response:
     return json_response(job_view(rec) if rec else {"id": path.job_id, "status": "cancelled"})
 
 
+@bp.get(
+    "/jobs/<job_id>/image",
+    tags=[TAG_JOBS],
+    summary="the chart (PNG or SVG) once the job has finished",
+    responses={200: None, 409: ErrorBody, **ERRORS},
+)
 def get_image(path: JobPath) -> Response:
     rec = jobs.get_job(path.job_id)
     if rec is None:
@@ -160,38 +183,3 @@ def get_image(path: JobPath) -> Response:
         raise _not_found(path.job_id)
     content_type = rec.get("content_type") or "application/octet-stream"
     return Response(data, mimetype=content_type, headers={"Cache-Control": "private, max-age=3600"})
-
-
-def job_limiter(app: OpenAPI) -> Limiter:
-    """POST /jobs per client address, ``STOCKS_JOB_RATE`` (e.g. "60/minute"), counted in
-    Redis (DB 1) so every API process shares the count; if Redis fails, requests pass
-    (the enqueue itself then answers 503)."""
-    return Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri=redis_url(),
-        storage_options={"db": QUEUE_DB},
-        key_prefix="ratelimit",
-        swallow_errors=True,
-        headers_enabled=True,
-    )
-
-
-def register(app: OpenAPI) -> None:
-    app.before_request(check_json_body)
-    limit = job_limiter(app).limit(env_str("STOCKS_JOB_RATE", DEFAULT_JOB_RATE))
-    created = {202: JobCreated, 413: ErrorBody, 415: ErrorBody, 429: ErrorBody, **ERRORS}
-    app.post("/jobs", tags=[tag_jobs], responses=created)(limit(create_job))
-    app.get("/jobs", tags=[tag_jobs], responses={200: JobList, 400: ErrorBody})(list_jobs)
-    app.get("/jobs/<job_id>", tags=[tag_jobs], responses={200: JobView, **ERRORS})(get_job)
-    app.delete(
-        "/jobs/<job_id>",
-        tags=[tag_jobs],
-        responses={200: JobView, 204: None, 409: ErrorBody, **ERRORS},
-    )(delete_job)
-    app.get(
-        "/jobs/<job_id>/image",
-        tags=[tag_jobs],
-        summary="the chart (PNG or SVG) once the job has finished",
-        responses={200: None, 409: ErrorBody, **ERRORS},
-    )(get_image)

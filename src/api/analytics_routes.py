@@ -1,14 +1,14 @@
-"""Analytics routes: stats, change, indicators and compare over stored price series.
+"""The analytics routes: stats, change, indicators and compare over stored price series.
 
 The formulas live in ``stocks.analytics``; this module validates input (declared models,
 so OpenAPI documents them), fetches series through ``stocks.storage`` and shapes answers.
 
-Speed: each worker keeps two LRUs keyed by data version: whole series by (symbol,
-version) and indicator rows by (symbol, version, indicator, params). A request costs one
+Speed: each app keeps two LRUs keyed by data version (built by ``init_app``): whole series
+by (symbol, version) and indicator rows by (symbol, version, indicator, params). A request costs one
 small round trip (the version of every symbol asked for, which also resolves case and
 BRK-B/BRK.B aliases); bars are read and indicators computed only when a version
 changed. Successful answers also go to the API's encoded-answer cache
-(``stocks.api.prices.cache``), which serves an identical repeated GET before Flask
+(``stocks.api.answer_cache``), which serves an identical repeated GET before Flask
 dispatch once it has checked those versions. Either way a write is visible on the very
 next request and nothing stale is ever served.
 """
@@ -21,14 +21,15 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
-from flask import Flask, Response, request
-from flask_openapi3 import Tag
+from flask import Flask, Response, current_app
+from flask_openapi3 import APIBlueprint
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stocks import analytics as calc
 from stocks import storage
-from stocks.api import prices
-from stocks.api.errors import ApiError
+from stocks.api.answer_cache import remember
+from stocks.api.docs import TAG_ANALYTICS, plain_operation_id
+from stocks.api.errors import ApiError, unknown_symbol
 from stocks.api.lru import LockedLRU
 from stocks.api.models import (
     CSV_TOO,
@@ -42,11 +43,8 @@ from stocks.api.models import (
     invalid,
 )
 from stocks.api.respond import json_response, list_response
-from stocks.config import STOCKS_DB, env_int, redis_client
+from stocks.config import STOCKS_DB, redis_client
 
-TAG = Tag(name="analytics", description="statistics, period changes, indicators, comparisons")
-CACHE_SIZE = env_int("STOCKS_ANALYTICS_CACHE", 128)
-INDICATOR_CACHE_SIZE = env_int("STOCKS_INDICATOR_CACHE", 32)
 MAX_COMPARE = 20
 MAX_WINDOW = 500
 
@@ -79,19 +77,25 @@ class IndicatorPath(SymbolPath):
     name: Text = Field(max_length=40, description="sma, ema, rsi, macd or bollinger")
 
 
-Window = int | None
+OptionalWindow = int | None
 
 
 class IndicatorQuery(DateRange, FormatQuery):
-    window: Window = Field(
+    window: OptionalWindow = Field(
         default=None, ge=2, le=MAX_WINDOW, description="sma/ema 20, rsi 14, bollinger 20"
     )
     k: float | None = Field(
         default=None, gt=0, le=10, allow_inf_nan=False, description="bollinger width (2)"
     )
-    fast: Window = Field(default=None, ge=2, le=MAX_WINDOW, description="macd fast EMA (12)")
-    slow: Window = Field(default=None, ge=2, le=MAX_WINDOW, description="macd slow EMA (26)")
-    signal: Window = Field(default=None, ge=2, le=MAX_WINDOW, description="macd signal EMA (9)")
+    fast: OptionalWindow = Field(
+        default=None, ge=2, le=MAX_WINDOW, description="macd fast EMA (12)"
+    )
+    slow: OptionalWindow = Field(
+        default=None, ge=2, le=MAX_WINDOW, description="macd slow EMA (26)"
+    )
+    signal: OptionalWindow = Field(
+        default=None, ge=2, le=MAX_WINDOW, description="macd signal EMA (9)"
+    )
 
 
 class CompareQuery(DateRange):
@@ -199,14 +203,25 @@ class Series:
         return storage.days_to_iso(self.bars["date"])
 
 
-# (symbol, version) -> Series: ~150 kB per 5-year series.
-CACHE = LockedLRU(CACHE_SIZE)
-# (symbol, version, indicator, params) -> JSON-ready rows: ~0.4 MB per 5-year answer.
-INDICATOR_CACHE = LockedLRU(INDICATOR_CACHE_SIZE)
+@dataclass(frozen=True)
+class SeriesCaches:
+    """One app's caches, keyed by data version so a write never leaves one stale."""
+
+    # (symbol, version) -> Series: ~150 kB per 5-year series.
+    series: LockedLRU
+    # (symbol, version, indicator, params) -> JSON-ready rows: ~0.4 MB per 5-year answer.
+    indicators: LockedLRU
 
 
-def unknown_symbol(raw: str) -> ApiError:
-    return ApiError(404, "unknown_symbol", f"unknown symbol {raw!r}", symbol=raw)
+def init_app(app: Flask, series_size: int, indicator_size: int) -> None:
+    """Give ``app`` its series and indicator caches (entries, not bytes; 0 turns one off)."""
+    app.extensions["analytics_caches"] = SeriesCaches(
+        LockedLRU(series_size), LockedLRU(indicator_size)
+    )
+
+
+def caches() -> SeriesCaches:
+    return current_app.extensions["analytics_caches"]
 
 
 def load_series(raws: list[str]) -> tuple[list[Series], dict[str, str | None]]:
@@ -222,28 +237,12 @@ def load_series(raws: list[str]) -> tuple[list[Series], dict[str, str | None]]:
     for raw, symbol in zip(raws, stored, strict=True):
         if symbol is None:
             raise unknown_symbol(raw)
-        series = CACHE.get((symbol, found[symbol])) or fetch_series(r, symbol)
+        series = caches().series.get((symbol, found[symbol])) or fetch_series(r, symbol)
         if series is None:
             raise unknown_symbol(raw)
         found[series.symbol] = series.version  # the version the bars really have
         out.append(series)
     return out, found
-
-
-def remember(resp: Response, depends: dict[str, str | None]) -> Response:
-    """Let the API's answer cache (stocks.api.prices) serve this exact request again.
-
-    It answers a repeated GET before Flask dispatch, after checking that the version of
-    every symbol form in ``depends`` is unchanged, so a write is never masked.
-    """
-    prices.cache.put(
-        prices.request_key(request.environ),
-        tuple(depends),
-        tuple(depends.values()),
-        resp.get_data(),
-        resp.headers["Content-Type"],
-    )
-    return resp
 
 
 def fetch_series(r, symbol: str) -> Series | None:
@@ -254,7 +253,7 @@ def fetch_series(r, symbol: str) -> Series | None:
     meta, bars = got
     bars = calc.with_close(bars).copy()
     series = Series(symbol, meta["version"], bars)
-    CACHE.put((symbol, series.version), series)
+    caches().series.put((symbol, series.version), series)
     return series
 
 
@@ -295,7 +294,7 @@ def indicator_params(name: str, query: IndicatorQuery, rows: int) -> dict[str, f
 def indicator_rows(series: Series, name: str, params: dict[str, float]) -> list[dict]:
     """Rows {date, column…} over the whole history, cached per data version."""
     key = (series.symbol, series.version, name, tuple(sorted(params.items())))
-    rows = INDICATOR_CACHE.get(key)
+    rows = caches().indicators.get(key)
     if rows is not None:
         return rows
     columns = calc.compute_indicator(name, series.bars["close"], params)
@@ -308,67 +307,8 @@ def indicator_rows(series: Series, name: str, params: dict[str, float]) -> list[
         dict(zip(["date", *names], row, strict=True))
         for row in zip(series.iso_dates, *lists, strict=True)
     ]
-    INDICATOR_CACHE.put(key, rows)
+    caches().indicators.put(key, rows)
     return rows
-
-
-# --- routes ----------------------------------------------------------------------------
-
-
-def computed(compute) -> dict:
-    """``compute()``, with "the data cannot answer" turned into a 422."""
-    try:
-        return compute()
-    except calc.AnalyticsError as e:
-        raise ApiError(422, e.code, e.message) from None
-
-
-def period_stats(series: Series, query: StatsQuery) -> dict:
-    start, end = query.start, query.end
-    if query.period is not None and len(series.bars):
-        end = end or storage.from_day(series.bars["date"][-1])
-        start, end = calc.stats_range_for_period(series.bars, query.period, end)
-    return {"symbol": series.symbol, **calc.stats(series.bars[range_slice(series, start, end)])}
-
-
-def stats_route(path: SymbolPath, query: StatsQuery) -> Response:
-    (series,), depends = load_series([path.symbol])
-    body = computed(lambda: period_stats(series, query))
-    return remember(json_response(body), depends)
-
-
-def change_route(path: SymbolPath, query: ChangeQuery) -> Response:
-    (series,), depends = load_series([path.symbol])
-    body = computed(lambda: calc.change(series.bars, query.period, query.end))
-    return remember(json_response({"symbol": series.symbol, **body}), depends)
-
-
-def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
-    name = path.name.lower()
-    if name not in calc.INDICATORS:
-        known = sorted(calc.INDICATORS)
-        raise ApiError(
-            404,
-            "unknown_indicator",
-            f"unknown indicator {path.name!r}; known: {', '.join(known)}",
-            known=known,
-        )
-    (series,), depends = load_series([path.symbol])
-    params = indicator_params(name, query, len(series.bars))
-    rows = indicator_rows(series, name, params)[range_slice(series, query.start, query.end)]
-    payload = {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
-    columns = ["date", *calc.INDICATORS[name].columns]
-    return remember(list_response(payload, "values", columns, query.format), depends)
-
-
-def compare_route(query: CompareQuery) -> Response:
-    loaded, depends = load_series(query.symbol_list())
-    unique = list({s.symbol: s for s in loaded}.values())
-    if len(unique) < 2:
-        raise bad_param("symbols", "needs at least 2 distinct symbols")
-    series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
-    body = computed(lambda: calc.compare(series, list(series)))
-    return remember(json_response({"symbols": list(series), **body}), depends)
 
 
 STATS_DOC = (
@@ -406,32 +346,90 @@ COMPARE_DOC = (
 )
 
 
-def register(app: Flask) -> None:
-    app.get(
-        "/tickers/<symbol>/stats",
-        tags=[TAG],
-        summary="Return, volatility and drawdown statistics",
-        description=STATS_DOC,
-        responses={200: StatsOut, **ERRORS},
-    )(stats_route)
-    app.get(
-        "/tickers/<symbol>/change",
-        tags=[TAG],
-        summary="Change of the close over a calendar period",
-        description=CHANGE_DOC,
-        responses={200: ChangeOut, **ERRORS},
-    )(change_route)
-    app.get(
-        "/tickers/<symbol>/indicators/<name>",
-        tags=[TAG],
-        summary="Technical indicator series (sma, ema, rsi, macd, bollinger)",
-        description=INDICATOR_DOC,
-        responses={200: IndicatorOut, **ERRORS},
-    )(indicator_route)
-    app.get(
-        "/compare",
-        tags=[TAG],
-        summary="Returns, volatility and correlation of several symbols",
-        description=COMPARE_DOC,
-        responses={200: CompareOut, **ERRORS},
-    )(compare_route)
+# --- routes ----------------------------------------------------------------------------
+
+bp = APIBlueprint("analytics", __name__, operation_id_callback=plain_operation_id)
+
+
+def computed(compute) -> dict:
+    """``compute()``, with "the data cannot answer" turned into a 422."""
+    try:
+        return compute()
+    except calc.AnalyticsError as e:
+        raise ApiError(422, e.code, e.message) from None
+
+
+def period_stats(series: Series, query: StatsQuery) -> dict:
+    start, end = query.start, query.end
+    if query.period is not None and len(series.bars):
+        end = end or storage.from_day(series.bars["date"][-1])
+        start, end = calc.stats_range_for_period(series.bars, query.period, end)
+    return {"symbol": series.symbol, **calc.stats(series.bars[range_slice(series, start, end)])}
+
+
+@bp.get(
+    "/tickers/<symbol>/stats",
+    tags=[TAG_ANALYTICS],
+    summary="Return, volatility and drawdown statistics",
+    description=STATS_DOC,
+    responses={200: StatsOut, **ERRORS},
+)
+def stats_route(path: SymbolPath, query: StatsQuery) -> Response:
+    (series,), depends = load_series([path.symbol])
+    body = computed(lambda: period_stats(series, query))
+    return remember(json_response(body), depends)
+
+
+@bp.get(
+    "/tickers/<symbol>/change",
+    tags=[TAG_ANALYTICS],
+    summary="Change of the close over a calendar period",
+    description=CHANGE_DOC,
+    responses={200: ChangeOut, **ERRORS},
+)
+def change_route(path: SymbolPath, query: ChangeQuery) -> Response:
+    (series,), depends = load_series([path.symbol])
+    body = computed(lambda: calc.change(series.bars, query.period, query.end))
+    return remember(json_response({"symbol": series.symbol, **body}), depends)
+
+
+@bp.get(
+    "/tickers/<symbol>/indicators/<name>",
+    tags=[TAG_ANALYTICS],
+    summary="Technical indicator series (sma, ema, rsi, macd, bollinger)",
+    description=INDICATOR_DOC,
+    responses={200: IndicatorOut, **ERRORS},
+)
+def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
+    name = path.name.lower()
+    if name not in calc.INDICATORS:
+        known = sorted(calc.INDICATORS)
+        raise ApiError(
+            404,
+            "unknown_indicator",
+            f"unknown indicator {path.name!r}; known: {', '.join(known)}",
+            known=known,
+        )
+    (series,), depends = load_series([path.symbol])
+    params = indicator_params(name, query, len(series.bars))
+    rows = indicator_rows(series, name, params)[range_slice(series, query.start, query.end)]
+    payload = {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
+    columns = ["date", *calc.INDICATORS[name].columns]
+    return remember(list_response(payload, "values", columns, query.format), depends)
+
+
+@bp.get(
+    "/compare",
+    tags=[TAG_ANALYTICS],
+    summary="Returns, volatility and correlation of several symbols",
+    description=COMPARE_DOC,
+    responses={200: CompareOut, **ERRORS},
+)
+def compare_route(query: CompareQuery) -> Response:
+    loaded, depends = load_series(query.symbol_list())
+    unique = list({s.symbol: s for s in loaded}.values())
+    if len(unique) < 2:
+        raise bad_param("symbols", "needs at least 2 distinct symbols")
+    series = {s.symbol: s.bars[range_slice(s, query.start, query.end)] for s in unique}
+    body = computed(lambda: calc.compare(series, list(series)))
+    return remember(json_response({"symbols": list(series), **body}), depends)

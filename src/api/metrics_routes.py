@@ -6,7 +6,8 @@ process answers the same and no multi-process registry is needed.
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Response
+from flask_openapi3 import APIBlueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
@@ -36,9 +37,9 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(StocksCollector())
 
 
+bp = APIBlueprint("metrics", __name__)
+
+
+@bp.route("/metrics", methods=["GET"])
 def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def register(app: Flask) -> None:
-    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
