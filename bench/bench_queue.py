@@ -141,7 +141,7 @@ def end_to_end(url: str, workdir: Path) -> list[tuple[str, list[float], list[flo
     r0 = settings.redis(STOCKS_DB)
     for i, sym in enumerate(("AAPL", "MSFT")):
         storage.replace_series(r0, sym, synthetic_bars(i), {"source": "synthetic"})
-    client = create_app({"TESTING": True}).test_client()
+    client = create_app(settings, {"TESTING": True}).test_client()
     cases = [
         ("line, 5 years", {"kind": "line", "symbols": ["AAPL"]}),
         (

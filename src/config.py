@@ -18,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def _env(name: str, **kwargs):
@@ -39,6 +41,7 @@ class Settings:
     image_budget_mb: float = _env("STOCKS_IMAGE_BUDGET_MB", default=256.0)
     redis_maxmemory_mb: int = _env("STOCKS_REDIS_MAXMEMORY_MB", default=1024)
     # the API
+    redis_timeout: float = _env("STOCKS_REDIS_TIMEOUT", default=1.5)
     job_rate: str = _env("STOCKS_JOB_RATE", default="120/minute")
     api_cache_mb: int = _env("STOCKS_API_CACHE_MB", default=128)
     analytics_cache: int = _env("STOCKS_ANALYTICS_CACHE", default=128)
@@ -67,9 +70,9 @@ class Settings:
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
 
-    def redis(self, db: int, *, decode: bool = False) -> redis.Redis:
-        """A pooled client for one logical DB of this Redis."""
-        return redis_client(self.redis_url, db, decode=decode)
+    def redis(self, db: int, *, decode: bool = False, timeout: float | None = None) -> redis.Redis:
+        """A pooled client for one logical DB of this Redis (``timeout``: see redis_client)."""
+        return redis_client(self.redis_url, db, decode=decode, timeout=timeout)
 
 
 def _parse(name: str, kind: str, raw: str):
@@ -107,16 +110,34 @@ def child_environ(**overrides: str) -> dict[str, str]:
 
 
 @cache
-def redis_client(url: str, db: int, *, decode: bool = False) -> redis.Redis:
-    """A client for one logical DB; cached per (URL, db) so connection pools are shared."""
+def redis_client(
+    url: str, db: int, *, decode: bool = False, timeout: float | None = None
+) -> redis.Redis:
+    """A client for one logical DB; cached per arguments so connection pools are shared.
+
+    Without ``timeout`` (workers, the loader): long waits, a timed-out call retried once,
+    since they would rather wait out a blip than fail. With it (the API): a call waits at
+    most that long and a timeout is not retried, so a request answers 503 in about that
+    time when Redis hangs; a refused connection is retried once (a Redis that restarted).
+    """
+    if timeout is None:
+        return redis.Redis.from_url(
+            url,
+            db=db,
+            decode_responses=decode,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=30,
+            retry_on_timeout=True,
+        )
     return redis.Redis.from_url(
         url,
         db=db,
         decode_responses=decode,
-        socket_connect_timeout=5,
-        socket_timeout=30,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
         health_check_interval=30,
-        retry_on_timeout=True,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
 
 

@@ -173,21 +173,24 @@ class JobQueue:
     """The reliable queue and the job records: producers ``put``; workers ``get``/``consume``
     (or run ``stocks.worker.loop.Worker``); readers ``get_job``/``list_jobs``/``get_image``."""
 
-    def __init__(self, settings: Settings, worker_id: str | None = None):
+    def __init__(
+        self, settings: Settings, worker_id: str | None = None, timeout: float | None = None
+    ):
         self.settings = settings
+        self.redis_timeout = timeout  # None: a worker's patient client (config.redis_client)
         self.worker_id = worker_id or new_worker_id()
         self.ttl = settings.result_ttl
         self.timeout = settings.worker_timeout
         self.max_attempts = settings.max_attempts
         self.batch_max = max(1, settings.batch_max)
         self.image_budget = int(settings.image_budget_mb * 1024 * 1024)
-        self.scripts = Scripts(lambda: settings.redis(QUEUE_DB))
+        self.scripts = Scripts(lambda: settings.redis(QUEUE_DB, timeout=timeout))
         self._last_reap = 0.0
         self._puts = 0
 
     @property
     def redis(self) -> redis.Redis:
-        return self.settings.redis(QUEUE_DB)
+        return self.settings.redis(QUEUE_DB, timeout=self.redis_timeout)
 
     # producer side
 
@@ -227,7 +230,7 @@ class JobQueue:
     def get_job(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
             return None
-        raw = self.settings.redis(JOBS_DB).hgetall(job_key(job_id))
+        raw = self.settings.redis(JOBS_DB, timeout=self.redis_timeout).hgetall(job_key(job_id))
         return decode_record(raw) if raw else None
 
     def list_jobs(
@@ -244,7 +247,7 @@ class JobQueue:
         what it found with a cursor to go on from, so one request stays cheap. Index entries
         whose record has expired are dropped as they are met.
         """
-        r = self.settings.redis(JOBS_DB)
+        r = self.settings.redis(JOBS_DB, timeout=self.redis_timeout)
         index = ALL_JOBS_KEY if owner is None else owner_jobs_key(owner)
         upper = f"({cursor}" if cursor else "+"
         out: list[JobRecord] = []
@@ -280,7 +283,7 @@ class JobQueue:
         """The image bytes of a finished job (its content type is in the record)."""
         if not is_job_id(job_id):
             return None
-        return self.settings.redis(IMAGES_DB).get(image_key(job_id))
+        return self.settings.redis(IMAGES_DB, timeout=self.redis_timeout).get(image_key(job_id))
 
     def stats(self) -> dict[str, int]:
         """Waiting jobs, jobs held by workers, and workers heard from within the timeout."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import redis
 
+from stocks.api.app import create_app
 from stocks.config import Settings, reset_clients
 from stocks.jobs import JobQueue
 from stocks.redis_server import RedisServer
@@ -49,6 +50,12 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def base_settings(redis_server) -> Settings:
+    """The defaults on the session's server (for module-scoped apps)."""
+    return Settings(redis_url=redis_server.url)
+
+
 @pytest.fixture
 def redis_url(redis_server) -> str:
     """The URL of the session's server, emptied for this test."""
@@ -66,9 +73,20 @@ def redis_env(redis_url, monkeypatch) -> str:
 
 
 @pytest.fixture
-def settings(redis_url) -> Settings:
+def settings(redis_url, base_settings) -> Settings:
     """The defaults, on the emptied server; a test changes what it needs with ``replace``."""
-    return Settings(redis_url=redis_url)
+    return base_settings
+
+
+@pytest.fixture
+def app(settings):
+    """The API on those settings (a test that needs others builds its own)."""
+    return create_app(settings, {"TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
 
 
 @pytest.fixture

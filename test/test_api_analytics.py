@@ -26,7 +26,6 @@ from test_analytics import (
 )
 
 from stocks import storage
-from stocks.api.app import create_app
 
 META = {"name": "Test Co", "sector": "Testing", "source": "test"}
 
@@ -43,11 +42,6 @@ def stored(r0):
     for sym, bars in series.items():
         storage.replace_series(r0, sym, bars, META)
     return series
-
-
-@pytest.fixture
-def client(redis_url):
-    return create_app({"TESTING": True}).test_client()
 
 
 def get_ok(client, url: str) -> dict:

@@ -15,6 +15,7 @@ from conftest import SP500_DIR, business_days, needs_shared
 
 from stocks import storage
 from stocks.api.app import create_app
+from stocks.config import Settings
 from stocks.resample import resample
 
 
@@ -58,9 +59,9 @@ def loaded(r0):
 
 
 @pytest.fixture(scope="module")
-def app():
-    """One app for the module: it holds no per-test state (Redis is found per request)."""
-    return create_app()
+def app(base_settings):
+    """One app for the module: it holds no per-test state (answers carry data versions)."""
+    return create_app(base_settings)
 
 
 @pytest.fixture
@@ -258,7 +259,7 @@ def test_a_write_changes_the_cached_answer_at_once(client, loaded, r0):
 
 
 def test_redis_down_is_503_not_500(own_redis):
-    client = create_app().test_client()
+    client = create_app(Settings(redis_url=own_redis.url)).test_client()
     own_redis.stop(kill=True)
     assert error_of(client.get("/tickers/AAPL/prices"), 503)["code"] == "redis_unavailable"
     assert error_of(client.get("/ready"), 503)["code"] == "redis_unavailable"

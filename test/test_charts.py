@@ -67,12 +67,12 @@ PARAMS = {
 
 @pytest.mark.parametrize("kind", sorted(PARAMS))
 @pytest.mark.parametrize("size", [(1200, 700), (640, 333)])
-def test_every_kind_png_has_exact_size(loaded, kind, size):
+def test_every_kind_png_has_exact_size(r0, loaded, kind, size):
     options = {"width": size[0], "height": size[1], "format": "png", "volume": True}
     if kind == "candlestick":
         options["moving_averages"] = [5, 20]
     image, ctype = draw_job(
-        kind, {"symbols": PARAMS[kind], "start": "2020-02-01", "end": None, "options": options}
+        r0, kind, {"symbols": PARAMS[kind], "start": "2020-02-01", "end": None, "options": options}
     )
     assert ctype == "image/png"
     assert png_size(image) == size
@@ -84,8 +84,9 @@ def test_every_kind_png_has_exact_size(loaded, kind, size):
 
 
 @pytest.mark.parametrize("kind", sorted(PARAMS))
-def test_every_kind_svg_declares_pixel_size(loaded, kind):
+def test_every_kind_svg_declares_pixel_size(r0, loaded, kind):
     image, ctype = draw_job(
+        r0,
         kind,
         {"symbols": PARAMS[kind], "options": {"width": 800, "height": 500, "format": "svg"}},
     )
@@ -94,51 +95,55 @@ def test_every_kind_svg_declares_pixel_size(loaded, kind):
     assert b"viewBox" in image and image.rstrip().endswith(b"</svg>")
 
 
-def test_missing_options_get_defaults(loaded):
-    image, ctype = draw_job("line", {"symbols": ["AAA"]})
+def test_missing_options_get_defaults(r0, loaded):
+    image, ctype = draw_job(r0, "line", {"symbols": ["AAA"]})
     assert ctype == "image/png"
     assert png_size(image) == (1200, 700)
 
 
-def test_default_title_and_custom_title_are_drawn(loaded):
-    svg, _ = draw_job("line", {"symbols": ["AAA"], "options": {"format": "svg"}})
+def test_default_title_and_custom_title_are_drawn(r0, loaded):
+    svg, _ = draw_job(r0, "line", {"symbols": ["AAA"], "options": {"format": "svg"}})
     assert b"AAA daily close 2020-01-01" in svg
     assert b"Price (USD)" in svg and b"Date" in svg
-    svg, _ = draw_job("line", {"symbols": ["AAA"], "options": {"format": "svg", "title": "Mine"}})
+    svg, _ = draw_job(
+        r0, "line", {"symbols": ["AAA"], "options": {"format": "svg", "title": "Mine"}}
+    )
     assert b">Mine<" in svg
 
 
-def test_legend_only_with_several_series(loaded):
-    one, _ = draw_job("line", {"symbols": ["AAA"], "options": {"format": "svg"}})
-    two, _ = draw_job("line", {"symbols": ["AAA", "BBB"], "options": {"format": "svg"}})
+def test_legend_only_with_several_series(r0, loaded):
+    one, _ = draw_job(r0, "line", {"symbols": ["AAA"], "options": {"format": "svg"}})
+    two, _ = draw_job(r0, "line", {"symbols": ["AAA", "BBB"], "options": {"format": "svg"}})
     assert b'id="legend' not in one
     assert b'id="legend' in two
 
 
-def test_unknown_symbol_fails_deterministically(loaded):
+def test_unknown_symbol_fails_deterministically(r0, loaded):
     with pytest.raises(ChartDataError, match="ZZZ is not loaded"):
-        draw_job("line", {"symbols": ["AAA", "ZZZ"]})
+        draw_job(r0, "line", {"symbols": ["AAA", "ZZZ"]})
 
 
-def test_no_data_in_range(loaded):
+def test_no_data_in_range(r0, loaded):
     with pytest.raises(ChartDataError, match="no prices for AAA between 2030-01-01"):
-        draw_job("candlestick", {"symbols": ["AAA"], "start": "2030-01-01", "end": "2030-12-31"})
+        draw_job(
+            r0, "candlestick", {"symbols": ["AAA"], "start": "2030-01-01", "end": "2030-12-31"}
+        )
 
 
 def test_compare_without_shared_dates(r0):
     store(r0, "OLD", synthetic_bars(20, 1, dt.date(2019, 1, 1)))
     store(r0, "NEW", synthetic_bars(20, 2, dt.date(2021, 1, 1)))
     with pytest.raises(ChartDataError, match="share no trading dates"):
-        draw_job("compare", {"symbols": ["OLD", "NEW"]})
+        draw_job(r0, "compare", {"symbols": ["OLD", "NEW"]})
 
 
-def test_bad_kind_count_and_dates_are_deterministic(loaded):
+def test_bad_kind_count_and_dates_are_deterministic(r0, loaded):
     with pytest.raises(ChartDataError, match="unknown chart kind"):
-        draw_job("pie", {"symbols": ["AAA"]})
+        draw_job(r0, "pie", {"symbols": ["AAA"]})
     with pytest.raises(ChartDataError, match="takes 2 to 10 symbols"):
-        draw_job("compare", {"symbols": ["AAA"]})
+        draw_job(r0, "compare", {"symbols": ["AAA"]})
     with pytest.raises(ChartDataError, match="after end"):
-        draw_job("line", {"symbols": ["AAA"], "start": "2020-05-01", "end": "2020-04-01"})
+        draw_job(r0, "line", {"symbols": ["AAA"], "start": "2020-05-01", "end": "2020-04-01"})
 
 
 def test_missing_cells_do_not_crash(r0):
@@ -150,16 +155,16 @@ def test_missing_cells_do_not_crash(r0):
     bars["open"][70] = bars["close"][70]  # a doji
     store(r0, "GAP", bars)
     for kind in ("line", "candlestick", "benchmark"):
-        image, _ = draw_job(kind, {"symbols": ["GAP"], "options": {"moving_averages": [3]}})
+        image, _ = draw_job(r0, kind, {"symbols": ["GAP"], "options": {"moving_averages": [3]}})
         assert png_size(image) == (1200, 700)
     # Every open missing: candles have no bodies, the chart still draws.
     bars["open"] = np.nan
     store(r0, "NOOPEN", bars)
-    image, _ = draw_job("candlestick", {"symbols": ["NOOPEN"]})
+    image, _ = draw_job(r0, "candlestick", {"symbols": ["NOOPEN"]})
     assert png_size(image) == (1200, 700)
 
 
-def test_candlestick_moving_average_uses_history_before_range(loaded, monkeypatch):
+def test_candlestick_moving_average_uses_history_before_range(r0, loaded, monkeypatch):
     seen = {}
 
     def fake_chart(dates, open_, high, low, close, volume, averages, **kw):
@@ -168,6 +173,7 @@ def test_candlestick_moving_average_uses_history_before_range(loaded, monkeypatc
 
     monkeypatch.setattr(charts, "candlestick_chart", fake_chart)
     draw_job(
+        r0,
         "candlestick",
         {
             "symbols": ["AAA"],
@@ -189,19 +195,19 @@ def test_candlestick_moving_average_uses_history_before_range(loaded, monkeypatc
 # --- benchmark -------------------------------------------------------------------------
 
 
-def test_benchmark_uses_gspc_when_loaded(loaded):
+def test_benchmark_uses_gspc_when_loaded(r0, loaded):
     label, _, _ = chart_data.benchmark_reference(loaded, "AAA")
     assert label == "Equal-weight index of 3 loaded tickers"
     store(loaded, "^GSPC", synthetic_bars(300, 99))
     label, days, values = chart_data.benchmark_reference(loaded, "AAA")
     assert label == "S&P 500 (^GSPC)"
     assert np.array_equal(values, storage.read_bars(loaded, "^GSPC")["close"])
-    svg, _ = draw_job("benchmark", {"symbols": ["AAA"], "options": {"format": "svg"}})
+    svg, _ = draw_job(r0, "benchmark", {"symbols": ["AAA"], "options": {"format": "svg"}})
     assert b"S&amp;P 500 (^GSPC)" in svg and b"Equal-weight" not in svg
 
 
-def test_benchmark_equal_weight_label_in_chart(loaded):
-    svg, _ = draw_job("benchmark", {"symbols": ["BBB"], "options": {"format": "svg"}})
+def test_benchmark_equal_weight_label_in_chart(r0, loaded):
+    svg, _ = draw_job(r0, "benchmark", {"symbols": ["BBB"], "options": {"format": "svg"}})
     assert b"Equal-weight index of 3 loaded tickers" in svg
     assert b"Change (%)" in svg
 
@@ -315,25 +321,25 @@ def test_reused_canvas_leaks_nothing_between_charts():
     assert first() == before
 
 
-def test_dollar_signs_in_title_are_text(loaded):
+def test_dollar_signs_in_title_are_text(r0, loaded):
     svg, _ = draw_job(
-        "line", {"symbols": ["AAA"], "options": {"format": "svg", "title": "From $5 to $10"}}
+        r0, "line", {"symbols": ["AAA"], "options": {"format": "svg", "title": "From $5 to $10"}}
     )
     assert b">From $5 to $10</text>" in svg  # one text element, not mathtext pieces
 
 
-def test_candlestick_range_before_any_data(loaded):
+def test_candlestick_range_before_any_data(r0, loaded):
     with pytest.raises(ChartDataError, match="no prices for AAA up to 2019-06-30"):
-        draw_job("candlestick", {"symbols": ["AAA"], "end": "2019-06-30"})
+        draw_job(r0, "candlestick", {"symbols": ["AAA"], "end": "2019-06-30"})
     with pytest.raises(ChartDataError, match="ZZZ is not loaded"):
-        draw_job("candlestick", {"symbols": ["ZZZ"]})
+        draw_job(r0, "candlestick", {"symbols": ["ZZZ"]})
 
 
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_very_short_ranges_render(r0, n):
     store(r0, "FEW", synthetic_bars(n, 5))
     for kind in ("line", "candlestick"):
-        image, _ = draw_job(kind, {"symbols": ["FEW"], "options": {"moving_averages": [3]}})
+        image, _ = draw_job(r0, kind, {"symbols": ["FEW"], "options": {"moving_averages": [3]}})
         assert png_size(image) == (1200, 700)
 
 
@@ -364,7 +370,7 @@ def test_real_series_with_missing_cells_render(r0):
         ("benchmark", ["O"]),
     ):
         options = {"moving_averages": [20, 50]} if kind == "candlestick" else {}
-        image, _ = draw_job(kind, {"symbols": symbols, "options": options})
+        image, _ = draw_job(r0, kind, {"symbols": symbols, "options": options})
         assert png_size(image) == (1200, 700)
 
 
@@ -381,10 +387,10 @@ def test_default_title_says_when_prices_are_synthetic(r0, monkeypatch):
     bars = synthetic_series_for_title_test()
     storage.replace_series(r, "REAL", bars, {"source": "csv"})
     storage.replace_series(r, "FAKE", bars, {"source": "synthetic"})
-    chart_data.draw_job("line", {"symbols": ["REAL"], "options": {"width": 300, "height": 200}})
-    chart_data.draw_job("line", {"symbols": ["FAKE"], "options": {"width": 300, "height": 200}})
+    chart_data.draw_job(r0, "line", {"symbols": ["REAL"], "options": {"width": 300, "height": 200}})
+    chart_data.draw_job(r0, "line", {"symbols": ["FAKE"], "options": {"width": 300, "height": 200}})
     mine = {"symbols": ["FAKE"], "options": {"width": 300, "height": 200, "title": "Mine"}}
-    chart_data.draw_job("line", mine)
+    chart_data.draw_job(r0, "line", mine)
     assert not titles[0].endswith("(synthetic data)")
     assert titles[1].endswith("(synthetic data)")
     assert titles[2] == "Mine"

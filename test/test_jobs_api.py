@@ -21,18 +21,17 @@ def load(r0, symbol: str, days: int = 300, start: dt.date = dt.date(2017, 1, 2))
     storage.replace_series(r0, symbol, bars, {"source": "synthetic"})
 
 
-@pytest.fixture
-def client(r0):
+@pytest.fixture(autouse=True)
+def stored(r0):
     for sym in ("AAPL", "MSFT", "BRK.B", "^GSPC"):
         load(r0, sym)
-    return create_app({"TESTING": True}).test_client()
 
 
 def post(client, body, **kw):
     return client.post("/jobs", json=body, **kw)
 
 
-def test_post_returns_202_with_location_and_a_queued_record(client):
+def test_post_returns_202_with_location_and_a_queued_record(client, settings):
     resp = post(client, {"kind": "line", "symbols": ["aapl", "brk-b"], "start": "2017-02-01"})
     assert resp.status_code == 202
     body = resp.get_json()
@@ -61,7 +60,7 @@ def test_post_returns_202_with_location_and_a_queued_record(client):
     assert rec["created_at"].endswith("Z")
     assert abs(dt.datetime.fromisoformat(rec["created_at"]) - dt.datetime.now(dt.UTC)).seconds < 60
     assert rec["started_at"] is None and rec["finished_at"] is None and rec["error"] is None
-    assert jobs.JobQueue().count() == 1
+    assert jobs.JobQueue(settings).count() == 1
 
 
 @pytest.mark.parametrize(
@@ -100,11 +99,11 @@ def test_post_returns_202_with_location_and_a_queued_record(client):
         "line",
     ],
 )
-def test_bad_requests_are_400(client, body):
+def test_bad_requests_are_400(client, body, settings):
     resp = post(client, body)
     assert resp.status_code == 400, resp.get_json()
     assert resp.get_json()["error"]["status"] == 400
-    assert jobs.JobQueue().count() == 0
+    assert jobs.JobQueue(settings).count() == 0
 
 
 def test_unknown_symbol_is_404(client):
@@ -113,7 +112,7 @@ def test_unknown_symbol_is_404(client):
     assert resp.get_json()["error"]["code"] == "unknown_symbol"
 
 
-def test_invalid_json_non_json_and_oversized_bodies(client):
+def test_invalid_json_non_json_and_oversized_bodies(client, settings):
     bad = client.post("/jobs", data=b'{"kind": "line",', content_type="application/json")
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_json"
     form = client.post("/jobs", data={"kind": "line"})
@@ -123,7 +122,7 @@ def test_invalid_json_non_json_and_oversized_bodies(client):
     big = b'{"kind": "line", "symbols": ["AAPL"], "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
     huge = client.post("/jobs", data=big, content_type="application/json")
     assert huge.status_code == 413 and huge.get_json()["error"]["status"] == 413
-    assert jobs.JobQueue().count() == 0
+    assert jobs.JobQueue(settings).count() == 0
 
 
 @settings(
@@ -181,8 +180,8 @@ def test_expired_records_drop_out_of_the_list(client, redis_url):
     assert [j["id"] for j in page["jobs"]] == [ids[1]]
 
 
-def test_cancel_delete_and_image_states(client):
-    queue = jobs.JobQueue()
+def test_cancel_delete_and_image_states(client, settings):
+    queue = jobs.JobQueue(settings)
     first = post(client, {"kind": "candlestick", "symbols": ["MSFT"]}).get_json()["id"]
     second = post(client, {"kind": "line", "symbols": ["MSFT"]}).get_json()["id"]
 
@@ -214,8 +213,8 @@ def test_cancel_delete_and_image_states(client):
     assert client.get("/jobs").get_json()["jobs"] == []
 
 
-def test_failed_job_image_says_why(client):
-    queue = jobs.JobQueue()
+def test_failed_job_image_says_why(client, settings):
+    queue = jobs.JobQueue(settings)
     job_id = post(client, {"kind": "line", "symbols": ["AAPL"]}).get_json()["id"]
     queue.fail(queue.get(timeout=0.5), "no prices between 2030-01-01 and 2030-02-01")
     resp = client.get(f"/jobs/{job_id}/image")
@@ -225,8 +224,8 @@ def test_failed_job_image_says_why(client):
     assert client.get(f"/jobs/{job_id}").get_json()["error"].startswith("no prices")
 
 
-def test_identical_request_reuses_the_image_until_the_data_changes(client, r0):
-    queue = jobs.JobQueue()
+def test_identical_request_reuses_the_image_until_the_data_changes(client, r0, settings):
+    queue = jobs.JobQueue(settings)
     body = {"kind": "benchmark", "symbols": ["AAPL"], "options": {"title": "t"}}
     first = post(client, body).get_json()["id"]
     queue.finish(queue.get(timeout=0.5), b"PNG1", "image/png")
@@ -246,8 +245,8 @@ def test_identical_request_reuses_the_image_until_the_data_changes(client, r0):
     assert job is not None and job.id == third
 
 
-def test_an_identical_request_queued_behind_is_answered_when_the_first_finishes(client):
-    queue = jobs.JobQueue()
+def test_an_identical_request_queued_behind_is_answered_when_the_first_finishes(client, settings):
+    queue = jobs.JobQueue(settings)
     body = {"kind": "line", "symbols": ["AAPL"], "options": {"title": "twice"}}
     first = post(client, body).get_json()["id"]
     second = post(client, body).get_json()["id"]
@@ -260,11 +259,12 @@ def test_an_identical_request_queued_behind_is_answered_when_the_first_finishes(
     assert client.get(f"/jobs/{second}/image").data == b"PNG1"
 
 
-def test_job_records_and_images_expire_together(client, redis_url, monkeypatch):
+def test_job_records_and_images_expire_together(redis_url, settings):
     import redis
 
-    monkeypatch.setenv("STOCKS_RESULT_TTL", "100")
-    queue = jobs.JobQueue()
+    settings = settings.replace(result_ttl=100)
+    client = create_app(settings).test_client()
+    queue = jobs.JobQueue(settings)
     job_id = post(client, {"kind": "line", "symbols": ["AAPL"]}).get_json()["id"]
     queue.finish(queue.get(timeout=0.5), b"x", "image/png")
     rec_ttl = redis.Redis.from_url(redis_url, db=2).ttl(f"job:{job_id}")
@@ -272,10 +272,8 @@ def test_job_records_and_images_expire_together(client, redis_url, monkeypatch):
     assert 90 <= rec_ttl <= 100 and 90 <= img_ttl <= 100
 
 
-def test_post_jobs_is_rate_limited_per_client(r0, monkeypatch):
-    load(r0, "AAPL")
-    monkeypatch.setenv("STOCKS_JOB_RATE", "3/minute")
-    client = create_app({"TESTING": True}).test_client()
+def test_post_jobs_is_rate_limited_per_client(settings):
+    client = create_app(settings.replace(job_rate="3/minute")).test_client()
     codes = [post(client, {"kind": "line", "symbols": ["AAPL"]}).status_code for _ in range(4)]
     assert codes == [202, 202, 202, 429]
     resp = post(client, {"kind": "line", "symbols": ["AAPL"]})
@@ -286,7 +284,7 @@ def test_post_jobs_is_rate_limited_per_client(r0, monkeypatch):
     )
     assert other.status_code == 202
     assert client.get("/jobs").status_code == 200  # reads are not limited
-    assert jobs.JobQueue().count() == 4
+    assert jobs.JobQueue(settings).count() == 4
 
 
 def test_filtered_listing_stops_at_the_scan_budget_with_a_cursor(client, monkeypatch):

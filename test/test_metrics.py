@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from stocks import jobs, storage
-from stocks.api.app import create_app
 
 
 def metric(text: str, name: str) -> float:
@@ -13,12 +12,11 @@ def metric(text: str, name: str) -> float:
     return float(line.split()[1])
 
 
-def test_metrics_follow_the_data_and_the_queue(r0):
-    client = create_app().test_client()
+def test_metrics_follow_the_data_and_the_queue(r0, client, settings):
     days = np.arange(np.datetime64("2017-01-02"), np.datetime64("2017-01-07"))
     storage.replace_series(r0, "AAPL", storage.make_bars(days, *[[1.0] * 5] * 4, [1] * 5), {})
 
-    queue = jobs.JobQueue("metrics-worker")
+    queue = jobs.JobQueue(settings, "metrics-worker")
     for _ in range(3):
         queue.put("line", {"symbols": ["AAPL"]})
     queue.heartbeat()

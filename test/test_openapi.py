@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
 
 from stocks import storage
 from stocks.api.app import create_app
+from stocks.config import Settings
 
 MAX_EXAMPLES = 25
 API_KEY = "schemathesis-test-key"
@@ -33,8 +34,20 @@ CHECKS = [
     response_schema_conformance,
 ]
 
-app = create_app({"TESTING": True})
-schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+
+class CurrentApp:
+    """The WSGI app of the running test: schemathesis needs one at import, before the
+    test's Redis exists; ``stored`` points it at an app on that Redis."""
+
+    def __init__(self) -> None:
+        self.app = create_app(Settings(redis_url="redis://127.0.0.1:1"), {"TESTING": True})
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
+current = CurrentApp()
+schema = schemathesis.openapi.from_wsgi("/openapi.json", current)
 
 
 STORED = ("AAPL", "MSFT", "BRK.B")
@@ -84,12 +97,12 @@ def series(seed: int, n: int = 300, empty: bool = False) -> np.ndarray:
 
 
 @pytest.fixture(autouse=True)
-def stored(r0, monkeypatch):
+def stored(r0, base_settings):
     """AAPL, MSFT and BRK.B (alias BRK-B), one with empty cells: calls find data.
 
     A write key is configured and sent, so PUT/DELETE reach their handlers too.
     """
-    monkeypatch.setenv("STOCKS_API_KEYS", API_KEY)
+    current.app = create_app(base_settings.replace(api_keys=(API_KEY,)), {"TESTING": True})
     meta = {"name": "Test", "sector": "Information Technology", "source": "test"}
     for i, sym in enumerate(STORED):
         storage.replace_series(r0, sym, series(i, empty=(sym == "MSFT")), meta)

@@ -69,7 +69,7 @@ def test_every_kind_end_to_end_through_the_api_and_a_real_worker(r0, redis_url, 
     queue = jobq
     for sym in ("AAPL", "MSFT", "^GSPC"):
         load(r0, sym, days=400)
-    client = create_app({"TESTING": True}).test_client()
+    client = create_app(jobq.settings, {"TESTING": True}).test_client()
     requests = {
         "line": {"symbols": ["AAPL", "MSFT"], "options": {"width": 640, "height": 480}},
         "candlestick": {

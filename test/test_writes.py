@@ -11,6 +11,7 @@ from conftest import business_days
 
 from stocks import storage
 from stocks.api.app import create_app
+from stocks.config import Settings
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -27,13 +28,12 @@ def bars():
 
 
 @pytest.fixture(scope="module")
-def app():
-    return create_app()
+def app(base_settings):
+    return create_app(base_settings.replace(api_keys=("other-key", KEY)))
 
 
 @pytest.fixture
-def client(app, redis_url, r0, bars, monkeypatch):
-    monkeypatch.setenv("STOCKS_API_KEYS", f"other-key, {KEY}")
+def client(app, redis_url, r0, bars):
     storage.replace_series(r0, "BRK.B", bars, {"name": "Berkshire", "source": "csv"})
     return app.test_client()
 
@@ -46,11 +46,11 @@ def error_of(resp, status: int) -> dict:
 # --- keys ------------------------------------------------------------------------------
 
 
-def test_writes_refused_when_no_keys_configured(client, monkeypatch):
-    monkeypatch.delenv("STOCKS_API_KEYS")
+def test_writes_refused_when_no_keys_configured(client, settings):
+    client = create_app(settings.replace(api_keys=())).test_client()
     err = error_of(client.put("/tickers/BRK.B/prices/2016-01-09", json=BAR, headers=AUTH), 403)
     assert err["code"] == "writes_disabled"
-    monkeypatch.setenv("STOCKS_API_KEYS", " , ")
+    client = create_app(Settings.from_env({"STOCKS_API_KEYS": " , "})).test_client()
     assert client.delete("/tickers/BRK.B/prices/2016-01-04", headers=AUTH).status_code == 403
 
 

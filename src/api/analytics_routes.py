@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from stocks import analytics as calc
 from stocks import storage
+from stocks.api import context
 from stocks.api.answer_cache import remember
 from stocks.api.docs import TAG_ANALYTICS, plain_operation_id
 from stocks.api.errors import ApiError, unknown_symbol
@@ -43,7 +44,6 @@ from stocks.api.models import (
     invalid,
 )
 from stocks.api.respond import json_response, list_response
-from stocks.config import STOCKS_DB, redis_client
 
 MAX_COMPARE = 20
 MAX_WINDOW = 500
@@ -231,7 +231,7 @@ def load_series(raws: list[str]) -> tuple[list[Series], dict[str, str | None]]:
     (a missing one means "not stored"), then only changed series are read. Also returns
     {stored form: version} for every form tried: what the answer depends on.
     """
-    r = redis_client(STOCKS_DB)
+    r = context.prices_db()
     stored, found = storage.resolve_symbols(r, raws)
     out = []
     for raw, symbol in zip(raws, stored, strict=True):

@@ -15,8 +15,8 @@ import redis
 from flask import Flask, Response, current_app, request
 
 from stocks import storage
+from stocks.api import context
 from stocks.api.lru import LockedLRU
-from stocks.config import STOCKS_DB, redis_client
 
 EXTENSION = "answer_cache"
 
@@ -63,9 +63,10 @@ class CachedAnswers:
     ever stored, so everything else always goes through Flask.
     """
 
-    def __init__(self, wsgi_app, cache: ResponseCache):
+    def __init__(self, wsgi_app, cache: ResponseCache, prices: redis.Redis):
         self.wsgi_app = wsgi_app
         self.cache = cache
+        self.prices = prices
 
     def __call__(self, environ: dict, start_response):
         if environ.get("REQUEST_METHOD") == "GET":
@@ -73,7 +74,7 @@ class CachedAnswers:
             if entry is not None:
                 symbols, versions, body, ctype = entry
                 try:
-                    current = tuple(storage.versions(redis_client(STOCKS_DB), symbols).values())
+                    current = tuple(storage.versions(self.prices, symbols).values())
                 except redis.RedisError:
                     current = None
                 if current == versions:
@@ -87,7 +88,7 @@ def init_app(app: Flask, max_bytes: int) -> None:
     """Give ``app`` its cache (``app.extensions["answer_cache"]``) and the middleware."""
     cache = ResponseCache(max_bytes)
     app.extensions[EXTENSION] = cache
-    app.wsgi_app = CachedAnswers(app.wsgi_app, cache)
+    app.wsgi_app = CachedAnswers(app.wsgi_app, cache, context.prices_db(app))
 
 
 def answer_cache() -> ResponseCache:

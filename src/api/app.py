@@ -15,6 +15,7 @@ from stocks.api import (
     analytics_routes,
     answer_cache,
     auth,
+    context,
     job_routes,
     limits,
     metrics_routes,
@@ -24,7 +25,7 @@ from stocks.api import (
 from stocks.api.docs import order_tags
 from stocks.api.errors import register_error_handlers, validation_error_response
 from stocks.api.models import ErrorBody
-from stocks.config import env_int, env_str, redis_url
+from stocks.config import Settings
 
 MAX_BODY_BYTES = 64 * 1024
 BLUEPRINTS = (
@@ -36,7 +37,8 @@ BLUEPRINTS = (
 )
 
 
-def create_app(config: dict | None = None) -> Flask:
+def create_app(settings: Settings, config: dict | None = None) -> Flask:
+    """The app for ``settings`` (read once by whoever starts it); ``config``: Flask's own."""
     app = OpenAPI(
         __name__,
         info=Info(title="Stocks API", version="0.1.0"),
@@ -49,21 +51,18 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     app.config.update(config or {})
+    context.init_app(app, settings)
 
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:
         app.register_api(blueprint)
     order_tags(app)
 
-    # Sizes and limits (the environment is read here, once per app).
-    answer_cache.init_app(app, max_bytes=env_int("STOCKS_API_CACHE_MB", 128) * 1024 * 1024)
+    answer_cache.init_app(app, max_bytes=settings.api_cache_mb * 1024 * 1024)
     analytics_routes.init_app(
-        app,
-        series_size=env_int("STOCKS_ANALYTICS_CACHE", 128),
-        indicator_size=env_int("STOCKS_INDICATOR_CACHE", 32),
+        app, series_size=settings.analytics_cache, indicator_size=settings.indicator_cache
     )
-    limits.init_app(
-        app, storage_uri=redis_url(), job_rate=env_str("STOCKS_JOB_RATE", limits.DEFAULT_JOB_RATE)
-    )
+    metrics_routes.init_app(app)
+    limits.init_app(app, settings)
     storage.days_to_iso(np.zeros(1, dtype=np.int32))  # build the date table before the fork
     return app

@@ -1,4 +1,4 @@
-"""Bearer API keys for write routes, from the STOCKS_API_KEYS environment variable.
+"""Bearer API keys for write routes, from the settings (``STOCKS_API_KEYS``).
 
 STOCKS_API_KEYS holds comma-separated keys (a secret: environment only, never in code).
 Unset or empty means writes are switched off: 403 for everyone. Otherwise a request
@@ -9,10 +9,10 @@ needs ``Authorization: Bearer <key>`` with one of the keys, else 401 with a
 from __future__ import annotations
 
 import hmac
-import os
 
 from flask import abort, request
 
+from stocks.api import context
 from stocks.api.errors import error_response
 
 KEYS_ENV = "STOCKS_API_KEYS"
@@ -22,9 +22,8 @@ SECURITY = [{SCHEME_NAME: []}]
 
 
 def api_keys() -> list[bytes]:
-    """Configured keys, read on each call so a changed environment is honoured."""
-    raw = os.environ.get(KEYS_ENV, "")
-    return [k.strip().encode() for k in raw.split(",") if k.strip()]
+    """The current app's keys."""
+    return [key.encode() for key in context.settings().api_keys]
 
 
 def key_is_valid(token: str, keys: list[bytes]) -> bool:

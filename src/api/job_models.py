@@ -19,7 +19,7 @@ from stocks.chart_spec import (
     PIXELS,
     SYMBOL_COUNTS,
 )
-from stocks.jobs import STATUSES
+from stocks.jobs import ID_LENGTH, STATUSES
 
 Pixels = Annotated[int, Field(strict=True, ge=PIXELS[0], le=PIXELS[1])]
 MovingAverageWindow = Annotated[int, Field(strict=True, ge=2, le=500)]
@@ -74,7 +74,9 @@ class JobListQuery(ApiModel):
     status: Literal[STATUSES] | None = None  # type: ignore[valid-type]
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{28}$", description="next_cursor of the previous page"
+        default=None,
+        pattern=rf"^[0-9a-f]{{{ID_LENGTH}}}$",
+        description="next_cursor of the previous page",
     )
 
 

@@ -17,14 +17,14 @@ from flask import Response, request
 from flask_openapi3 import APIBlueprint
 from werkzeug.exceptions import BadRequest
 
-from stocks import jobs, storage
+from stocks import storage
+from stocks.api import context
 from stocks.api.docs import TAG_JOBS, plain_operation_id
 from stocks.api.errors import ApiError, unknown_symbol
 from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
 from stocks.api.limits import job_rate, limiter
 from stocks.api.models import ErrorBody
 from stocks.api.respond import json_response
-from stocks.config import STOCKS_DB, redis_client
 from stocks.constituents import INDEX_SYMBOL
 
 ERRORS = {400: ErrorBody, 404: ErrorBody}
@@ -116,21 +116,21 @@ def cache_key(r0, kind: str, params: dict) -> str:
 @limiter.shared_limit(job_rate, scope="create_job")
 def create_job(body: JobRequest) -> Response:
     """Queue a chart; poll `links.self`, then download `links.image`."""
-    r0 = redis_client(STOCKS_DB)
+    r0 = context.prices_db()
     params = {
         "symbols": canonical_symbols(r0, body.symbols),
         "start": body.start.isoformat() if body.start else None,
         "end": body.end.isoformat() if body.end else None,
         "options": body.options.model_dump(),
     }
-    job_id = jobs.JobQueue().put(body.kind, params, cache_key(r0, body.kind, params))
+    job_id = context.job_queue().put(body.kind, params, cache_key(r0, body.kind, params))
     payload = {"id": job_id, "status": "queued", "links": _links(job_id)}
     return json_response(payload, status=202, headers={"Location": f"/jobs/{job_id}"})
 
 
 @bp.get("/jobs/<job_id>", tags=[TAG_JOBS], responses={200: JobView, **ERRORS})
 def get_job(path: JobPath) -> Response:
-    rec = jobs.get_job(path.job_id)
+    rec = context.job_queue().get_job(path.job_id)
     if rec is None:
         raise _not_found(path.job_id)
     return json_response(job_view(rec))
@@ -139,7 +139,7 @@ def get_job(path: JobPath) -> Response:
 @bp.get("/jobs", tags=[TAG_JOBS], responses={200: JobList, 400: ErrorBody})
 def list_jobs(query: JobListQuery) -> Response:
     """Newest first; pass `next_cursor` back as `cursor` for the next page."""
-    recs, next_cursor = jobs.list_jobs(query.status, query.limit, query.cursor)
+    recs, next_cursor = context.job_queue().list_jobs(query.status, query.limit, query.cursor)
     return json_response({"jobs": [job_view(rec) for rec in recs], "next_cursor": next_cursor})
 
 
@@ -150,7 +150,7 @@ def list_jobs(query: JobListQuery) -> Response:
 )
 def delete_job(path: JobPath) -> Response:
     """Cancel a queued job (200); remove a finished, failed or cancelled one (204)."""
-    outcome = jobs.cancel_or_delete(path.job_id)
+    outcome = context.job_queue().cancel_or_delete(path.job_id)
     if outcome == "missing":
         raise _not_found(path.job_id)
     if outcome == "running":
@@ -158,7 +158,7 @@ def delete_job(path: JobPath) -> Response:
         raise ApiError(409, "job_running", message, job_status="running")
     if outcome == "deleted":
         return Response(status=204)
-    rec = jobs.get_job(path.job_id)
+    rec = context.job_queue().get_job(path.job_id)
     return json_response(job_view(rec) if rec else {"id": path.job_id, "status": "cancelled"})
 
 
@@ -169,7 +169,7 @@ def delete_job(path: JobPath) -> Response:
     responses={200: None, 409: ErrorBody, **ERRORS},
 )
 def get_image(path: JobPath) -> Response:
-    rec = jobs.get_job(path.job_id)
+    rec = context.job_queue().get_job(path.job_id)
     if rec is None:
         raise _not_found(path.job_id)
     status = rec["status"]
@@ -178,7 +178,7 @@ def get_image(path: JobPath) -> Response:
     if status != "finished":
         message = rec["error"] or f"the job is {status}"
         raise ApiError(409, f"job_{status}", message, job_status=status, job_error=rec["error"])
-    data = jobs.get_image(path.job_id)
+    data = context.job_queue().get_image(path.job_id)
     if data is None:
         raise _not_found(path.job_id)
     content_type = rec.get("content_type") or "application/octet-stream"

@@ -3,8 +3,8 @@
 One module-level ``limiter`` so views can declare their limits where they are defined;
 ``init_app`` binds it to an app and its Redis (the app-factory pattern of Flask-Limiter's
 docs). Its storage belongs to the limiter, not the app: in one process the last app
-built decides where counts go (the server builds one app per process). If Redis
-fails, requests pass (a job's enqueue itself then answers 503).
+built decides where counts go (the server builds one app per process). If Redis fails,
+a limited request fails too (503), rather than pass unlimited.
 """
 
 from __future__ import annotations
@@ -13,23 +13,27 @@ from flask import Flask, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from stocks.config import QUEUE_DB
-
-DEFAULT_JOB_RATE = "120/minute"
+from stocks.config import Settings
+from stocks.keys import QUEUE_DB, RATE_LIMIT_PREFIX
 
 limiter = Limiter(
     get_remote_address,
-    storage_options={"db": QUEUE_DB},
-    key_prefix="ratelimit",
-    swallow_errors=True,
+    key_prefix=RATE_LIMIT_PREFIX,
+    swallow_errors=False,
     headers_enabled=True,
 )
 
 
-def init_app(app: Flask, storage_uri: str, job_rate: str) -> None:
-    """Count in ``storage_uri``; ``job_rate`` (e.g. "60/minute") limits POST /jobs per client."""
-    app.config["RATELIMIT_STORAGE_URI"] = storage_uri
-    app.config["JOB_RATE"] = job_rate
+def init_app(app: Flask, settings: Settings) -> None:
+    """Count in the settings' Redis; ``job_rate`` (e.g. "60/minute") limits POST /jobs per
+    client address."""
+    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+        "db": QUEUE_DB,
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+    }
+    app.config["JOB_RATE"] = settings.job_rate
     limiter.init_app(app)
 
 

@@ -21,7 +21,7 @@ from flask import Response
 from flask_openapi3 import APIBlueprint
 
 from stocks import storage
-from stocks.api import auth
+from stocks.api import auth, context
 from stocks.api.answer_cache import remember
 from stocks.api.docs import TAG_PRICES, TAG_WRITES, plain_operation_id
 from stocks.api.errors import ApiError, unknown_symbol
@@ -45,14 +45,13 @@ from stocks.api.respond import (
     list_response,
     wants_csv,
 )
-from stocks.config import STOCKS_DB, redis_client
 from stocks.resample import resample
 
 TICKER_COLUMNS = ("symbol", "name", "sector", "first_date", "last_date", "rows")
 
 
 def db() -> redis.Redis:
-    return redis_client(STOCKS_DB)
+    return context.prices_db()
 
 
 ERRORS = {400: ErrorBody, 404: ErrorBody}

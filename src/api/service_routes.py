@@ -14,11 +14,11 @@ from flask import Response, current_app, redirect
 from flask_openapi3 import APIBlueprint
 
 from stocks import storage
+from stocks.api import context
 from stocks.api.docs import TAG_PRICES, TAG_PROBES, plain_operation_id
 from stocks.api.errors import error_response
 from stocks.api.models import ErrorBody, IndexBody, Status
 from stocks.api.respond import JSON_MIMETYPE, json_response
-from stocks.config import STOCKS_DB, redis_client
 
 bp = APIBlueprint("service", __name__, operation_id_callback=plain_operation_id)
 
@@ -31,7 +31,7 @@ def health():
 @bp.get("/ready", tags=[TAG_PROBES], responses={200: Status, 503: ErrorBody})
 def ready():
     try:
-        count = storage.count_symbols(redis_client(STOCKS_DB))
+        count = storage.count_symbols(context.prices_db())
     except redis.RedisError:
         return error_response(503, "redis_unavailable", "Redis does not answer")
     if count == 0:
@@ -41,7 +41,7 @@ def ready():
 
 @bp.get("/", tags=[TAG_PRICES], summary="API index and data sources", responses={200: IndexBody})
 def index():
-    r = redis_client(STOCKS_DB)
+    r = context.prices_db()
     metas = storage.get_metas(r, storage.list_symbols(r))
     sources = Counter(m.get("source") or "unknown" for m in metas.values())
     return json_response(
