@@ -39,6 +39,11 @@ BAR_DTYPE = np.dtype(
 )
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 MISSING_VOLUME = -1
+# Bounds on what a write may store: a volume below VOLUME_MAX keeps any sum of a year's
+# bars far inside int64; prices below PRICE_MAX keep products and sums finite.
+VOLUME_MAX = 10**15
+PRICE_MAX = 1e9
+FIRST_TRADING_DAY = dt.date(1900, 1, 1)
 EPOCH = dt.date(1970, 1, 1)
 
 SYMBOL_RE = re.compile(r"^\^?[A-Z0-9][A-Z0-9.\-]{0,14}$")
@@ -46,6 +51,28 @@ META_INT_FIELDS = ("rows",)
 WRITE_RETRIES = 50
 WRITE_LOCK_TTL = 10.0  # seconds a crashed writer can hold a symbol's lock
 WRITE_LOCK_WAIT = 10.0  # seconds a writer waits for it before giving up
+
+
+class SeriesMissing(Exception):
+    """A symbol's metadata says it has bars, but they are gone from Redis (lost or evicted).
+
+    Never answered as an empty series: the data is damaged and must be loaded again.
+    """
+
+    def __init__(self, symbol: str):
+        super().__init__(f"the stored bars of {symbol} are missing; load it again")
+        self.symbol = symbol
+
+
+def missing_series(r: redis.Redis) -> list[str]:
+    """Listed symbols whose metadata or bars are gone (one pipelined round trip)."""
+    symbols = list_symbols(r)
+    pipe = r.pipeline(transaction=False)
+    for sym in symbols:
+        pipe.exists(meta_key(sym))
+        pipe.exists(bars_key(sym))
+    found = pipe.execute()
+    return [s for i, s in enumerate(symbols) if not (found[2 * i] and found[2 * i + 1])]
 
 
 class WriteContention(Exception):
@@ -198,7 +225,7 @@ for _, y in ipairs(years) do
     wanted[#wanted + 1] = y
   end
 end
-local out = {meta}
+local out = {meta, #years}
 if #wanted > 0 then
   local chunks = redis.call('HMGET', KEYS[2], unpack(wanted))
   for i = 1, #chunks do out[#out + 1] = chunks[i] end
@@ -247,13 +274,15 @@ def _year_bounds(start: dt.date | None, end: dt.date | None) -> list[str]:
 
 
 def _decode_reply(
-    reply: list | None, start: dt.date | None, end: dt.date | None
+    symbol: str, reply: list | None, start: dt.date | None, end: dt.date | None
 ) -> tuple[dict, np.ndarray] | None:
     if not reply:
         return None
     flat = reply[0]
     meta = _decode_meta(dict(zip(flat[::2], flat[1::2], strict=True)))
-    bars = decode_chunks(reply[1:])
+    if reply[1] == 0 and meta.get("rows"):
+        raise SeriesMissing(symbol)
+    bars = decode_chunks(reply[2:])
     if start is not None or end is not None:
         bars = cut(bars, start, end)
     return meta, bars
@@ -268,7 +297,7 @@ def read_series(
     """
     keys = [meta_key(symbol), bars_key(symbol)]
     reply = _read_script(r)(keys=keys, args=_year_bounds(start, end))
-    return _decode_reply(reply, start, end)
+    return _decode_reply(symbol, reply, start, end)
 
 
 def read_many(
@@ -289,7 +318,7 @@ def read_many(
         script(keys=[meta_key(sym), bars_key(sym)], args=bounds, client=pipe)
     out = {}
     for sym, reply in zip(symbols, pipe.execute(), strict=True):
-        series = _decode_reply(reply, start, end)
+        series = _decode_reply(sym, reply, start, end)
         if series is not None:
             out[sym] = series
     return out

@@ -21,6 +21,7 @@ BAR = {"open": 10.5, "high": 11.25, "low": 10.0, "close": 11.0, "volume": 1234}
 @pytest.fixture
 def bars():
     days = business_days("2016-01-04", "2016-12-30")
+    days = days[days != np.datetime64("2016-01-18")]  # a holiday: a weekday with no bar
     n = len(days)
     return storage.make_bars(
         days, np.full(n, 5.0), np.full(n, 6.0), np.full(n, 4.0), np.full(n, 5.5), np.arange(n)
@@ -48,7 +49,7 @@ def error_of(resp, status: int) -> dict:
 
 def test_writes_refused_when_no_keys_configured(client, settings):
     client = create_app(settings.replace(api_keys=())).test_client()
-    err = error_of(client.put("/tickers/BRK.B/prices/2016-01-09", json=BAR, headers=AUTH), 403)
+    err = error_of(client.put("/tickers/BRK.B/prices/2016-01-18", json=BAR, headers=AUTH), 403)
     assert err["code"] == "writes_disabled"
     client = create_app(Settings.from_env({"STOCKS_API_KEYS": " , "})).test_client()
     assert client.delete("/tickers/BRK.B/prices/2016-01-04", headers=AUTH).status_code == 403
@@ -67,7 +68,7 @@ def test_writes_refused_when_no_keys_configured(client, settings):
 )
 def test_missing_or_wrong_key_is_401_with_challenge(client, headers):
     # Even an invalid body is answered 401: the key is checked before the body.
-    resp = client.put("/tickers/BRK.B/prices/2016-01-09", json={"open": -1}, headers=headers)
+    resp = client.put("/tickers/BRK.B/prices/2016-01-18", json={"open": -1}, headers=headers)
     assert error_of(resp, 401)["code"] == "unauthorized"
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert client.delete("/tickers/BRK.B/prices/2016-01-04", headers=headers).status_code == 401
@@ -76,7 +77,7 @@ def test_missing_or_wrong_key_is_401_with_challenge(client, headers):
 def test_any_configured_key_works(client):
     other = {"Authorization": "bearer other-key"}
     assert (
-        client.put("/tickers/BRK.B/prices/2016-01-09", json=BAR, headers=other).status_code == 201
+        client.put("/tickers/BRK.B/prices/2016-01-18", json=BAR, headers=other).status_code == 201
     )
 
 
@@ -84,12 +85,12 @@ def test_any_configured_key_works(client):
 
 
 def test_put_creates_then_replaces_and_reads_back(client, r0, bars):
-    url = "/tickers/brk-b/prices/2016-01-09"  # a Saturday: not there yet
+    url = "/tickers/brk-b/prices/2016-01-18"  # a holiday: not there yet
     assert client.get(url).status_code == 404
     resp = client.put(url, json=BAR, headers=AUTH)
     assert resp.status_code == 201
-    assert resp.get_json() == {"symbol": "BRK.B", "date": "2016-01-09", **BAR}
-    assert client.get(url).get_json() == {"symbol": "BRK.B", "date": "2016-01-09", **BAR}
+    assert resp.get_json() == {"symbol": "BRK.B", "date": "2016-01-18", **BAR}
+    assert client.get(url).get_json() == {"symbol": "BRK.B", "date": "2016-01-18", **BAR}
 
     replaced = {**BAR, "close": 10.75, "adj_close": 10.5}
     resp = client.put(url, json=replaced, headers=AUTH)
@@ -171,10 +172,13 @@ def test_write_is_visible_in_cached_series(client):
 
 
 def test_concurrent_writers_lose_nothing(app, client, r0, bars):
-    """8 threads x 20 new weekend dates, plus 2 threads deleting existing days, at once."""
+    """8 threads x 20 new weekdays, plus 2 threads deleting existing days, at once."""
     span = np.arange(np.datetime64("2015-06-01"), np.datetime64("2017-06-30"))
-    weekends = [d for d in span if not np.is_busday(d)][:160]
-    chunks = [weekends[i::8] for i in range(8)]  # interleaved: all threads hit each year
+    stored_days = set(bars["date"].astype("datetime64[D]").tolist())
+    free = [d for d in span if np.is_busday(d) and d.tolist() not in stored_days]
+    before, after = free[:80], free[-80:]  # the years before and after the stored one
+    new_days = [d for pair in zip(before, after, strict=True) for d in pair]
+    chunks = [new_days[i::8] for i in range(8)]  # interleaved: all threads hit each year
     assert all(len(c) == 20 for c in chunks)
     doomed = [str(d) for d in bars["date"][::25].astype("datetime64[D]")][:20]
     failures: list[str] = []

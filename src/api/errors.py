@@ -58,6 +58,7 @@ _HTTP_CODES = {
     429: "rate_limited",
     431: "headers_too_large",
     500: "internal_error",
+    507: "storage_full",
     501: "not_implemented",
 }
 
@@ -101,7 +102,23 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(e: redis.RedisError) -> Response:
-        return error_response(503, "redis_unavailable", "the data store does not answer")
+        resp = error_response(503, "redis_unavailable", "the data store does not answer")
+        resp.headers["Retry-After"] = "2"
+        return resp
+
+    @app.errorhandler(redis.exceptions.OutOfMemoryError)
+    def _redis_full(e: redis.exceptions.OutOfMemoryError) -> Response:
+        # noeviction: Redis refuses new writes rather than drop stored prices
+        message = "storage is full: nothing was stored; try again later"
+        resp = error_response(507, "storage_full", message)
+        resp.headers["Retry-After"] = "60"
+        return resp
+
+    @app.errorhandler(storage.SeriesMissing)
+    def _series_missing(e: storage.SeriesMissing) -> Response:
+        resp = error_response(503, "series_missing", str(e), symbol=e.symbol)
+        resp.headers["Retry-After"] = "60"
+        return resp
 
     @app.errorhandler(storage.WriteContention)
     def _write_busy(e: storage.WriteContention) -> Response:

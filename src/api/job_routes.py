@@ -75,8 +75,8 @@ def check_json_body() -> None:
         raise ApiError(415, "unsupported_media_type", "send the job as application/json")
     try:
         request.get_json()
-    except BadRequest:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    except BadRequest as e:
+        raise ApiError(400, "invalid_json", e.description or "the body is not valid JSON") from None
 
 
 def canonical_symbols(r0, raw: list[str]) -> list[str]:

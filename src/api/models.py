@@ -26,12 +26,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from stocks import storage
 
 # --- field types -----------------------------------------------------------------------
 
@@ -129,6 +132,22 @@ class BarPath(ApiModel):
     date: IsoDate
 
 
+class NewBarPath(BarPath):
+    """Where a bar is written: on a trading day (a stored bar of any day can be deleted)."""
+
+    @field_validator("date")
+    @classmethod
+    def _trading_day(cls, day: dt.date) -> dt.date:
+        """A weekday of the trading era: not before 1900, not after tomorrow (UTC)."""
+        if day < storage.FIRST_TRADING_DAY:
+            raise invalid(f"no trading before {storage.FIRST_TRADING_DAY.isoformat()}")
+        if day > dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1):
+            raise invalid("that day is in the future")
+        if day.weekday() >= 5:
+            raise invalid(f"{day.isoformat()} is a {day.strftime('%A')}: no trading")
+        return day
+
+
 # --- query models ----------------------------------------------------------------------
 
 
@@ -196,21 +215,27 @@ class PricesQuery(DateRangeQuery):
 # --- bodies ----------------------------------------------------------------------------
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# a price in a write: a JSON number (an integer is fine), never a string or a boolean, and
+# at most PRICE_MAX, so that nothing derived from it (returns, sums, charts) overflows
+StrictPrice = Annotated[float, Strict(), Field(gt=0, le=storage.PRICE_MAX, allow_inf_nan=False)]
 
 
 class BarBody(ApiModel):
-    """One daily bar for PUT. Prices > 0 and low <= open, close <= high, else 400."""
+    """One daily bar for PUT: strict JSON numbers (no strings, no booleans), no other keys,
+    finite prices > 0 with low <= open, close <= high, and a volume no sum can overflow."""
 
     model_config = ConfigDict(
-        json_schema_extra={"description": "prices > 0 and low <= open, close <= high"}
+        strict=True,
+        extra="forbid",
+        json_schema_extra={"description": "prices > 0 and low <= open, close <= high"},
     )
 
-    open: Price
-    high: Price
-    low: Price
-    close: Price
-    volume: int = Field(ge=0, le=2**62)
-    adj_close: Price | None = None
+    open: StrictPrice
+    high: StrictPrice
+    low: StrictPrice
+    close: StrictPrice
+    volume: int = Field(ge=0, le=storage.VOLUME_MAX)
+    adj_close: StrictPrice | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> BarBody:

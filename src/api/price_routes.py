@@ -29,6 +29,7 @@ from stocks.api.models import (
     BarBody,
     BarPath,
     ErrorBody,
+    NewBarPath,
     OneBar,
     PriceSeries,
     PricesQuery,
@@ -108,7 +109,7 @@ writes.before_request(auth.require_write_key)
     tags=[TAG_WRITES],
     responses={200: OneBar, 201: OneBar, **WRITE_ERRORS},
 )
-def put_bar(path: BarPath, body: BarBody):
+def put_bar(path: NewBarPath, body: BarBody):
     symbol = resolve(path.symbol)
     bar = np.array([(storage.to_day(path.date), *body.as_row())], dtype=storage.BAR_DTYPE)
     result = storage.upsert_bar(db(), symbol, bar)

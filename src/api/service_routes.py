@@ -30,12 +30,19 @@ def health():
 
 @bp.get("/ready", tags=[TAG_PROBES], responses={200: Status, 503: ErrorBody})
 def ready():
+    """Ready when Redis answers and every listed ticker's series is whole (a lost or evicted
+    one is named: it must be loaded again)."""
+    r = context.prices_db()
     try:
-        count = storage.count_symbols(context.prices_db())
+        count = storage.count_symbols(r)
+        missing = storage.missing_series(r) if count else []
     except redis.RedisError:
         return error_response(503, "redis_unavailable", "Redis does not answer")
     if count == 0:
         return error_response(503, "no_data", "no prices loaded yet", tickers=0)
+    if missing:
+        message = f"{len(missing)} listed tickers have lost their data: load them again"
+        return error_response(503, "series_missing", message, symbols=missing[:20])
     return json_response({"status": "ready", "tickers": count})
 
 
