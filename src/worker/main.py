@@ -8,6 +8,10 @@ and replaces a child that dies on its own.
 Shutdown (SIGTERM or SIGINT): stop taking jobs; let the job being drawn finish within
 ``STOCKS_SHUTDOWN_GRACE`` seconds (default 25), else interrupt it and put it back at the
 front of the queue with its attempt refunded; then exit 0.
+
+Health: ``--health-port`` serves ``GET /health`` (``stocks.worker.health``) from the process
+that was started: 503 once a worker's heartbeat has not reached Redis, or one chart has been
+drawing, for ``STOCKS_WORKER_STALL`` seconds (with N processes: the stalest of them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 
 from stocks.config import env_float, reset_clients
 from stocks.jobs import Interrupted, JobError, JobQueue
+from stocks.worker import health
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +84,32 @@ class _Shutdown:
         return guarded
 
 
+def _watched(queue: JobQueue, handler: Handler, liveness: health.Liveness) -> Handler:
+    """``handler`` reporting to ``liveness`` how long each job runs, and ``queue`` reporting
+    each heartbeat that reached Redis (JobQueue has no hook for it: its method is wrapped)."""
+    heartbeat = queue.heartbeat
+
+    def beat() -> None:
+        heartbeat()
+        liveness.beat()
+
+    queue.heartbeat = beat  # type: ignore[method-assign]
+
+    def timed(kind: str, params: dict) -> tuple[bytes, str]:
+        liveness.busy()
+        try:
+            return handler(kind, params)
+        finally:
+            liveness.idle()
+
+    return timed
+
+
 def run_worker(
     handler: Handler | None = None,
     deterministic: tuple[type[BaseException], ...] | None = None,
     queue: JobQueue | None = None,
+    liveness: health.Liveness | None = None,
 ) -> int:
     """One worker in this process until SIGTERM/SIGINT; returns the exit code (0)."""
     if handler is None:
@@ -91,6 +118,8 @@ def run_worker(
     shutdown = _Shutdown(shutdown_grace())
     shutdown.install()
     queue = queue or JobQueue()
+    if liveness is not None:
+        handler = _watched(queue, handler, liveness)
     log.info("worker %s ready", queue.worker_id)
     try:
         queue.run(
@@ -106,17 +135,26 @@ def run_worker(
     return 0
 
 
-def _child() -> None:
+def _child(slots=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reset_clients()
-    raise SystemExit(run_worker())
+    raise SystemExit(run_worker(liveness=health.Liveness(slots)))
 
 
-def run_workers(concurrency: int = 1) -> int:
+def run_workers(concurrency: int = 1, health_port: int | None = None) -> int:
     """``stocks worker --concurrency N``: N worker processes until SIGTERM/SIGINT."""
+    port = health.health_port() if health_port is None else health_port
     if concurrency <= 1:
-        return run_worker()
+        liveness = health.Liveness()
+        if port:
+            health.start_health_server(port, liveness.last, health.stall_limit())
+        return run_worker(liveness=liveness)
     ctx = multiprocessing.get_context("spawn")
+    slots = [ctx.Array("d", 2, lock=False) for _ in range(concurrency)]
+    if port:
+        health.start_health_server(
+            port, lambda: min(health.last_beat(s) for s in slots), health.stall_limit()
+        )
     stopping = False
 
     def on_stop(signum: int, frame: object) -> None:
@@ -127,8 +165,8 @@ def run_workers(concurrency: int = 1) -> int:
                 proc.terminate()  # SIGTERM: each child finishes or puts back its job
 
     procs = []
-    for _ in range(concurrency):
-        proc = ctx.Process(target=_child, daemon=False)
+    for i in range(concurrency):
+        proc = ctx.Process(target=_child, args=(slots[i],), daemon=False)
         proc.start()
         procs.append(proc)
     signal.signal(signal.SIGTERM, on_stop)
@@ -141,7 +179,7 @@ def run_workers(concurrency: int = 1) -> int:
                     "worker process %s exited with %s; replacing it", proc.pid, proc.exitcode
                 )
                 time.sleep(1.0)
-                procs[i] = ctx.Process(target=_child, daemon=False)
+                procs[i] = ctx.Process(target=_child, args=(slots[i],), daemon=False)
                 procs[i].start()
     grace = shutdown_grace() + 10
     for proc in procs:
