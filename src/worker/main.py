@@ -151,6 +151,8 @@ def run_workers(concurrency: int = 1, health_port: int | None = None) -> int:
         return run_worker(liveness=liveness)
     ctx = multiprocessing.get_context("spawn")
     slots = [ctx.Array("d", 2, lock=False) for _ in range(concurrency)]
+    for s in slots:
+        health.Liveness(s)  # alive from now: a child writes its own once it starts
     if port:
         health.start_health_server(
             port, lambda: min(health.last_beat(s) for s in slots), health.stall_limit()
