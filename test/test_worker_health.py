@@ -4,29 +4,19 @@ a stuck job, and `stocks worker --concurrency 2` whose supervisor answers for it
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from conftest import wait_for
+from test_devrun import get_json as get
 
 from stocks import jobs
 from stocks.redis_server import free_port
 from stocks.worker.health import Liveness, start_health_server
-
-
-def get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 @pytest.fixture
