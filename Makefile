@@ -115,11 +115,12 @@ smoke: k8s-tools
 	$(KUBECTL) exec -i deploy/stocks-debug -- sh -s -- http://stocks-api < kubernetes/smoke.sh
 
 # Everything but the Redis volume (the PersistentVolumeClaim data-redis-0 keeps the prices, the
-# queue and the images). To remove it too: kubectl delete pvc data-redis-0 -n stocks
+# queue and the images) and the namespace that holds it (labelled stocks.io/undeploy=keep).
 undeploy: k8s-tools
 	kubectl delete -k kubernetes/load/ --ignore-not-found
-	kubectl delete -k kubernetes/ --ignore-not-found
-	@echo "kept: PersistentVolumeClaim data-redis-0 (delete it with: kubectl delete pvc data-redis-0 -n $(NAMESPACE))"
+	kubectl delete -k kubernetes/ --ignore-not-found -l '!stocks.io/undeploy'
+	@echo "kept: namespace $(NAMESPACE) and PersistentVolumeClaim data-redis-0; to remove them too:"
+	@echo "  kubectl delete pvc data-redis-0 -n $(NAMESPACE) && kubectl delete namespace $(NAMESPACE)"
 
 # checkov and hadolint over every rendered kustomization and both Dockerfiles. checkov lives in
 # its own venv (kubernetes/checkov-requirements.txt): its pins clash with the project's and it

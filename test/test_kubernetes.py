@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -631,3 +632,46 @@ def test_commands_are_accepted_by_the_cli(base, load):
     assert all(a.concurrency == 1 for a in parsed["worker"])
     assert [a.health_port for a in parsed["worker"]] == [None, 8081]  # image default, manifest
     assert [a.deployment for a in parsed["autoscale"]] == ["stocks-worker"]
+
+
+def test_undeploy_keeps_only_the_namespace_that_holds_the_redis_volume(base):
+    kept = [
+        d["metadata"]["name"]
+        for d in base
+        if "stocks.io/undeploy" in d["metadata"].get("labels", {})
+    ]
+    assert kept == ["stocks"]
+    assert find(base, "Namespace", "stocks")["metadata"]["labels"]["stocks.io/undeploy"] == "keep"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "kubectl delete -k kubernetes/ --ignore-not-found -l '!stocks.io/undeploy'" in makefile
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "message"),
+    [
+        ("deploy", "bare", "make: kubectl is not installed"),
+        ("smoke", None, "make: kubectl reaches no cluster"),
+        ("build", "bare", "make: docker is not installed"),
+    ],
+)
+def test_make_targets_fail_clearly_without_their_tools(tmp_path, target, path, message):
+    """No cluster and no container engine here: the targets must say so and stop."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    env = {"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    if path is None:  # kubectl there, and a kubeconfig that names no cluster
+        env["PATH"] = os.environ["PATH"]
+    else:  # only what the Makefile needs besides docker and kubectl
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        for tool in ("bash", "sh", "sed"):
+            (tools / tool).symlink_to(shutil.which(tool))
+        env["PATH"] = str(tools)
+    result = subprocess.run(
+        [make, "--no-print-directory", target], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Error" in result.stderr  # make stopped there: nothing after the check ran
