@@ -94,19 +94,25 @@ $(PASSWORD_FILE):
 	umask 077 && printf 'REDIS_PASSWORD=%s\n' "$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > $@
 	@echo "made $@ (a random Redis password; keep it out of git)"
 
+# Waits for each rollout. The API waits only when it served before this deploy: on a first deploy
+# it stays not Ready until prices are loaded (make load waits for it then).
 deploy: k8s-tools $(PASSWORD_FILE)
-	kubectl apply -k kubernetes/
-	$(KUBECTL) rollout status statefulset/redis --timeout=5m
-	$(KUBECTL) rollout status deployment/stocks-worker deployment/stocks-autoscaler deployment/stocks-debug --timeout=5m 2>/dev/null || \
-		$(KUBECTL) rollout status deployment/stocks-worker deployment/stocks-debug --timeout=5m
-	@echo "stocks-api becomes Ready once prices are loaded: make load"
+	@ready=$$($(KUBECTL) get deployment/stocks-api -o jsonpath='{.status.readyReplicas}' 2>/dev/null); \
+	set -ex; \
+	kubectl apply -k kubernetes/; \
+	$(KUBECTL) rollout status statefulset/redis --timeout=5m; \
+	$(KUBECTL) rollout status deployment/stocks-worker --timeout=5m; \
+	$(KUBECTL) rollout status deployment/stocks-debug --timeout=5m; \
+	if $(KUBECTL) get deployment/stocks-autoscaler >/dev/null 2>&1; then \
+		$(KUBECTL) rollout status deployment/stocks-autoscaler --timeout=5m; fi; \
+	if [ -n "$$ready" ]; then $(KUBECTL) rollout status deployment/stocks-api --timeout=5m; \
+	else echo "stocks-api becomes Ready once prices are loaded: make load"; fi
 
 # The loader Job (kubernetes/load/): replaced, then followed until it completes.
 load: k8s-tools
 	$(KUBECTL) delete job stocks-load --ignore-not-found
 	kubectl apply -k kubernetes/load/
-	$(KUBECTL) wait --for=condition=ready pod -l app.kubernetes.io/name=stocks-load --timeout=5m
-	$(KUBECTL) logs -f job/stocks-load
+	$(KUBECTL) logs -f job/stocks-load --pod-running-timeout=5m
 	$(KUBECTL) wait --for=condition=complete job/stocks-load --timeout=60m
 	$(KUBECTL) rollout status deployment/stocks-api --timeout=5m
 

@@ -675,3 +675,67 @@ def test_make_targets_fail_clearly_without_their_tools(tmp_path, target, path, m
     assert result.returncode != 0
     assert message in result.stderr
     assert "Error" in result.stderr  # make stopped there: nothing after the check ran
+
+
+@pytest.fixture
+def fake_kubectl(tmp_path):
+    """A copy of the Makefile's world and a kubectl that records its calls and says yes: the
+    closest to a cluster these machines get. Returns (project dir, env, calls file)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, project / name)
+    shutil.copytree(K8S, project / "kubernetes", ignore=shutil.ignore_patterns(PASSWORD_FILE))
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "calls"
+    (tools / "kubectl").write_text(
+        "#!/bin/sh\n"
+        f'echo "kubectl $*" >> {calls}\n'
+        f'case "$*" in *" exec -i "*) cat > {calls}.stdin ;; esac\n'
+    )
+    (tools / "kubectl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+    return project, env, calls
+
+
+def make_target(project: Path, env: dict, target: str) -> subprocess.CompletedProcess:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    return subprocess.run(
+        ["make", "--no-print-directory", target], cwd=project, env=env,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
+def test_make_deploy_makes_a_password_once_applies_and_waits(fake_kubectl):
+    project, env, calls = fake_kubectl
+    out = make_target(project, env, "deploy")
+    password_file = project / "kubernetes" / PASSWORD_FILE
+    first = password_file.read_text()
+    assert re.fullmatch(r"REDIS_PASSWORD=[0-9a-f]{64}\n", first)
+    assert password_file.stat().st_mode & 0o077 == 0
+    assert first.split("=")[1].strip() not in out.stdout + out.stderr  # never printed
+    assert "+ kubectl apply -k kubernetes/" in out.stderr  # what it runs, printed
+    logged = calls.read_text().splitlines()
+    assert "kubectl apply -k kubernetes/" in logged
+    for what in ("statefulset/redis", "deployment/stocks-worker", "deployment/stocks-debug",
+                 "deployment/stocks-autoscaler"):  # fmt: skip
+        assert f"kubectl -n stocks rollout status {what} --timeout=5m" in logged
+    make_target(project, env, "deploy")
+    assert password_file.read_text() == first  # kept: a second deploy rotates nothing
+
+
+def test_make_smoke_load_and_undeploy_run_what_they_say(fake_kubectl):
+    project, env, calls = fake_kubectl
+    out = make_target(project, env, "smoke")
+    assert "exec -i deploy/stocks-debug -- sh -s -- http://stocks-api" in out.stdout
+    assert (calls.parent / "calls.stdin").read_text() == (K8S / "smoke.sh").read_text()
+    make_target(project, env, "load")
+    make_target(project, env, "undeploy")
+    logged = calls.read_text().splitlines()
+    assert logged[logged.index("kubectl apply -k kubernetes/load/") - 1] == (
+        "kubectl -n stocks delete job stocks-load --ignore-not-found"
+    )
+    assert "kubectl -n stocks logs -f job/stocks-load --pod-running-timeout=5m" in logged
+    assert logged[-1] == "kubectl delete -k kubernetes/ --ignore-not-found -l !stocks.io/undeploy"
