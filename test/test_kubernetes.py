@@ -679,8 +679,8 @@ def test_make_targets_fail_clearly_without_their_tools(tmp_path, target, path, m
 
 @pytest.fixture
 def fake_kubectl(tmp_path):
-    """A copy of the Makefile's world and a kubectl that records its calls and says yes: the
-    closest to a cluster these machines get. Returns (project dir, env, calls file)."""
+    """A copy of the Makefile's world, and a kubectl and a docker that record their calls and
+    say yes: the closest to a cluster these machines get. Returns (project, env, calls file)."""
     project = tmp_path / "project"
     project.mkdir()
     for name in ("Makefile", "pyproject.toml"):
@@ -695,6 +695,8 @@ def fake_kubectl(tmp_path):
         f'case "$*" in *" exec -i "*) cat > {calls}.stdin ;; esac\n'
     )
     (tools / "kubectl").chmod(0o755)
+    (tools / "docker").write_text(f'#!/bin/sh\necho "docker $*" >> {calls}\n')
+    (tools / "docker").chmod(0o755)
     env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
     return project, env, calls
 
@@ -739,3 +741,25 @@ def test_make_smoke_load_and_undeploy_run_what_they_say(fake_kubectl):
     )
     assert "kubectl -n stocks logs -f job/stocks-load --pod-running-timeout=5m" in logged
     assert logged[-1] == "kubectl delete -k kubernetes/ --ignore-not-found -l !stocks.io/undeploy"
+
+
+def test_make_push_tags_pushes_and_points_both_kustomizations_at_the_registry(fake_kubectl):
+    project, env, calls = fake_kubectl
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    make_target(project, {**env, "REGISTRY": "registry.example.com/team/"}, "push")
+    api, worker = (f"registry.example.com/team/stocks-{n}:{version}" for n in ("api", "worker"))
+    assert calls.read_text().splitlines() == [
+        "docker info",
+        f"docker build -f Dockerfile.api -t {api} .",
+        f"docker build -f Dockerfile.worker -t {worker} .",
+        f"docker push {api}",
+        f"docker push {worker}",
+    ]
+    (project / "kubernetes" / PASSWORD_FILE).write_text("REDIS_PASSWORD=00\n")
+    images = set()
+    for folder in ("kubernetes", "kubernetes/load"):
+        docs = yaml.safe_load_all(subprocess.check_output(["kubectl", "kustomize", folder],
+                                                          cwd=project, text=True))  # fmt: skip
+        images |= {c["image"] for d in docs if d and d["kind"] in WORKLOADS for c in containers(d)}
+    assert {api, worker} < images
+    assert not [i for i in images if i.startswith("stocks-")]
