@@ -11,7 +11,8 @@ BASE=${BASE%/}
 POLL_SECONDS=${SMOKE_POLL_SECONDS:-60}
 TMP=$(mktemp -d 2>/dev/null || echo "/tmp/smoke.$$")
 mkdir -p "$TMP"
-trap 'rm -rf "$TMP"' EXIT INT TERM
+trap 'rm -rf "$TMP"' EXIT
+trap 'exit 130' INT TERM
 FAILED=0
 STEPS=0
 
@@ -22,7 +23,9 @@ fail() { STEPS=$((STEPS + 1)); FAILED=$((FAILED + 1)); echo "FAIL $STEPS - $1"; 
 get() {
     path=$1
     shift
-    STATUS=$(curl -sS -o "$TMP/body" -w '%{http_code}' --max-time 20 "$@" "$BASE$path" 2>"$TMP/err")
+    # stdin from /dev/null: under `sh -s` (make smoke) stdin is this script
+    STATUS=$(curl -sS -o "$TMP/body" -w '%{http_code}' --max-time 20 "$@" "$BASE$path" \
+        </dev/null 2>"$TMP/err")
     [ -n "$STATUS" ] || STATUS=000
 }
 

@@ -121,9 +121,9 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def smoke(base: str, **env: str) -> subprocess.CompletedProcess:
+def smoke(base: str, shell: str = "sh", **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["sh", str(SMOKE), base],
+        [shell, str(SMOKE), base],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -175,3 +175,32 @@ def test_smoke_script_fails_clearly_with_nothing_listening():
     assert result.returncode == 1
     assert result.stdout.splitlines()[-1] == "0 passed, 8 failed"
     assert "FAIL 1 - health: GET /health answered 000" in result.stdout
+
+
+def busybox() -> str | None:
+    """BusyBox, installed from Debian when missing and root (the debug pod's image is Alpine)."""
+    if shutil.which("busybox") is None and os.geteuid() == 0:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "busybox"], capture_output=True, timeout=300
+        )
+    return shutil.which("busybox")
+
+
+def test_smoke_script_runs_on_busybox_and_curl_alone(stack, tmp_path):
+    """As in the debug pod (curlimages/curl: Alpine): BusyBox's sh, grep, sed, od... and curl,
+    nothing else on PATH."""
+    box = busybox()
+    if box is None:
+        pytest.skip("busybox is not installed and cannot be (not root)")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    applets = subprocess.run([box, "--list"], capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        (tools / applet).symlink_to(box)
+    (tools / "curl").symlink_to(shutil.which("curl"))
+    result = subprocess.run(
+        [str(tools / "sh"), str(SMOKE), stack["base"]],
+        env={"PATH": str(tools)}, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "10 passed, 0 failed"
