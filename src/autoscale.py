@@ -152,10 +152,15 @@ class Autoscaler:
 
 def main(deployment: str, namespace: str | None = None, health_port: int | None = None) -> int:
     """``stocks autoscale``: until SIGTERM/SIGINT."""
+    from kubernetes.config import ConfigException  # noqa: PLC0415
+
     policy = Policy.from_env()
-    scaler = Autoscaler(
-        DeploymentScale(in_cluster_apps_api(), deployment, namespace or own_namespace()), policy
-    )
+    try:
+        apps_api, namespace = in_cluster_apps_api(), namespace or own_namespace()
+    except (ConfigException, OSError) as e:
+        log.error("stocks autoscale runs in a Kubernetes pod (in-cluster config): %s", e)
+        return 2
+    scaler = Autoscaler(DeploymentScale(apps_api, deployment, namespace), policy)
     port = health.health_port() if health_port is None else health_port
     if port:  # stale once three rounds in a row have failed
         health.start_health_server(port, scaler.liveness.last, max(3 * policy.interval, 30.0))

@@ -9,6 +9,9 @@ the API server does; the queue depth comes from a real Redis with real jobs in i
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -217,3 +220,14 @@ def test_own_namespace_prefers_the_downward_api(monkeypatch, tmp_path):
     (tmp_path / "namespace").write_text("other\n")
     monkeypatch.setattr(autoscale, "NAMESPACE_FILE", tmp_path / "namespace")
     assert autoscale.own_namespace() == "other"
+
+
+def test_outside_a_cluster_it_says_so_and_exits_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "stocks.cli", "autoscale"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "runs in a Kubernetes pod (in-cluster config)" in result.stderr
+    assert "Traceback" not in result.stderr
