@@ -22,9 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run chart workers")
     worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    worker.add_argument(
+        "--health-port", type=int, default=None, help="serve GET /health here (0: off)"
+    )
 
     load = sub.add_parser("load", help="load prices into Redis DB 0")
     loader.add_arguments(load)
+
+    autoscale = sub.add_parser("autoscale", help="scale the worker Deployment on queue depth")
+    autoscale.add_argument("--deployment", default="stocks-worker")
+    autoscale.add_argument("--namespace", default=None, help="default: the pod's own")
+    autoscale.add_argument(
+        "--health-port", type=int, default=None, help="serve GET /health here (0: off)"
+    )
 
     run = sub.add_parser("run", help="Redis if needed, data if empty, API and a worker")
     run.add_argument("--host", default="127.0.0.1")
@@ -43,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from stocks.worker.main import run_workers  # noqa: PLC0415
 
-        return run_workers(settings, args.concurrency)
+        return run_workers(settings, args.concurrency, args.health_port)
+    if args.command == "autoscale":
+        from stocks import autoscale  # noqa: PLC0415 - the kubernetes client is heavy
+
+        return autoscale.main(settings, args.deployment, args.namespace, args.health_port)
     if args.command == "load":
         from stocks import loader  # noqa: PLC0415
 

@@ -37,6 +37,9 @@ class Settings:
     max_attempts: int = _env("STOCKS_MAX_ATTEMPTS", default=3)
     result_ttl: int = _env("STOCKS_RESULT_TTL", default=7 * 24 * 3600)
     shutdown_grace: float = _env("STOCKS_SHUTDOWN_GRACE", default=25.0)
+    # 0 (outside the images, where several workers share a host) serves nothing
+    health_port: int = _env("STOCKS_HEALTH_PORT", default=0)
+    worker_stall: float = _env("STOCKS_WORKER_STALL", default=60.0)
     batch_max: int = _env("STOCKS_BATCH_MAX", default=32)
     image_budget_mb: float = _env("STOCKS_IMAGE_BUDGET_MB", default=256.0)
     redis_maxmemory_mb: int = _env("STOCKS_REDIS_MAXMEMORY_MB", default=1024)
@@ -51,6 +54,13 @@ class Settings:
     threads: int = _env("STOCKS_THREADS", default=4)
     timeout: int = _env("STOCKS_TIMEOUT", default=30)
     access_log: bool = _env("STOCKS_ACCESS_LOG", default=False)
+    # the queue-depth autoscaler (stocks autoscale)
+    autoscale_min: int = _env("STOCKS_AUTOSCALE_MIN", default=1)
+    autoscale_max: int = _env("STOCKS_AUTOSCALE_MAX", default=8)
+    autoscale_jobs_per_worker: int = _env("STOCKS_AUTOSCALE_JOBS_PER_WORKER", default=4)
+    autoscale_interval: float = _env("STOCKS_AUTOSCALE_INTERVAL", default=10.0)
+    autoscale_scale_down_window: float = _env("STOCKS_AUTOSCALE_SCALE_DOWN_WINDOW", default=120.0)
+    pod_namespace: str = _env("POD_NAMESPACE", default="")
     # the Yahoo loader
     yahoo_max_requests: int = _env("YAHOO_MAX_REQUESTS", default=4)
     yahoo_retries: int = _env("YAHOO_RETRIES", default=5)

@@ -187,6 +187,7 @@ class JobQueue:
         self.scripts = Scripts(lambda: settings.redis(QUEUE_DB, timeout=timeout))
         self._last_reap = 0.0
         self._puts = 0
+        self.on_heartbeat: Callable[[], None] | None = None  # after each beat that got through
 
     @property
     def redis(self) -> redis.Redis:
@@ -398,6 +399,8 @@ class JobQueue:
 
     def heartbeat(self) -> None:
         self.scripts.run("heartbeat", self.worker_id, "")
+        if self.on_heartbeat is not None:
+            self.on_heartbeat()
 
     def unregister(self) -> None:
         self.release_own()

@@ -9,6 +9,10 @@ on its own.
 Shutdown (SIGTERM or SIGINT): stop taking jobs; let the job being drawn finish within
 ``shutdown_grace`` seconds (``STOCKS_SHUTDOWN_GRACE``, default 25), else interrupt it and
 put it back at the front of the queue with its attempt refunded; then exit 0.
+
+Health: ``--health-port`` serves ``GET /health`` (``stocks.worker.health``) from the process
+that was started: 503 once a worker's heartbeat has not reached Redis, or one chart has been
+drawing, for ``worker_stall`` seconds (with N processes: the stalest of them).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from stocks.config import Settings, reset_clients
 from stocks.jobs import Interrupted, JobError, JobQueue
 from stocks.keys import STOCKS_DB
+from stocks.worker import health
 from stocks.worker.loop import Handler, Worker
 
 log = logging.getLogger(__name__)
@@ -76,11 +81,27 @@ class _Shutdown:
         return guarded
 
 
+def _watched(queue: JobQueue, handler: Handler, liveness: health.Liveness) -> Handler:
+    """``handler`` reporting to ``liveness`` how long each job runs, and ``queue`` reporting
+    each heartbeat that reached Redis."""
+    queue.on_heartbeat = liveness.beat
+
+    def timed(kind: str, params: dict) -> tuple[bytes, str]:
+        liveness.busy()
+        try:
+            return handler(kind, params)
+        finally:
+            liveness.idle()
+
+    return timed
+
+
 def run_worker(
     settings: Settings,
     handler: Handler | None = None,
     deterministic: tuple[type[BaseException], ...] | None = None,
     queue: JobQueue | None = None,
+    liveness: health.Liveness | None = None,
 ) -> int:
     """One worker in this process until SIGTERM/SIGINT; returns the exit code (0)."""
     if handler is None:
@@ -89,6 +110,8 @@ def run_worker(
     shutdown = _Shutdown(settings.shutdown_grace)
     shutdown.install()
     queue = queue or JobQueue(settings)
+    if liveness is not None:
+        handler = _watched(queue, handler, liveness)
     log.info("worker %s ready", queue.worker_id)
     try:
         worker = Worker(queue, shutdown.guard(handler), deterministic or (JobError,))
@@ -101,17 +124,28 @@ def run_worker(
     return 0
 
 
-def _child() -> None:
+def _child(slots=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     reset_clients()
-    raise SystemExit(run_worker(Settings.from_env()))
+    raise SystemExit(run_worker(Settings.from_env(), liveness=health.Liveness(slots)))
 
 
-def run_workers(settings: Settings, concurrency: int = 1) -> int:
+def run_workers(settings: Settings, concurrency: int = 1, health_port: int | None = None) -> int:
     """``stocks worker --concurrency N``: N worker processes until SIGTERM/SIGINT."""
+    port = settings.health_port if health_port is None else health_port
     if concurrency <= 1:
-        return run_worker(settings)
+        liveness = health.Liveness()
+        if port:
+            health.start_health_server(port, liveness.last, settings.worker_stall)
+        return run_worker(settings, liveness=liveness)
     ctx = multiprocessing.get_context("spawn")
+    slots = [ctx.Array("d", 2, lock=False) for _ in range(concurrency)]
+    for s in slots:
+        health.Liveness(s)  # alive from now: a child writes its own once it starts
+    if port:
+        health.start_health_server(
+            port, lambda: min(health.last_beat(s) for s in slots), settings.worker_stall
+        )
     stopping = False
 
     def on_stop(signum: int, frame: object) -> None:
@@ -122,8 +156,8 @@ def run_workers(settings: Settings, concurrency: int = 1) -> int:
                 proc.terminate()  # SIGTERM: each child finishes or puts back its job
 
     procs = []
-    for _ in range(concurrency):
-        proc = ctx.Process(target=_child, daemon=False)
+    for i in range(concurrency):
+        proc = ctx.Process(target=_child, args=(slots[i],), daemon=False)
         proc.start()
         procs.append(proc)
     signal.signal(signal.SIGTERM, on_stop)
@@ -136,7 +170,7 @@ def run_workers(settings: Settings, concurrency: int = 1) -> int:
                     "worker process %s exited with %s; replacing it", proc.pid, proc.exitcode
                 )
                 time.sleep(1.0)
-                procs[i] = ctx.Process(target=_child, daemon=False)
+                procs[i] = ctx.Process(target=_child, args=(slots[i],), daemon=False)
                 procs[i].start()
     grace = settings.shutdown_grace + 10
     for proc in procs:
