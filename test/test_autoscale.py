@@ -168,7 +168,7 @@ def test_scale_reads_and_patches_the_scale_subresource_only(api_server, scale):
 
 
 def test_autoscaler_follows_a_real_queue(settings, api_server, scale):
-    queue = JobQueue()
+    queue = JobQueue(settings)
     clock = [0.0]
     scaler = Autoscaler(scale, POLICY, JobQueue(settings).stats, clock=lambda: clock[0])
     assert scaler.step() == 2  # an empty queue, but a fresh start waits a window to scale down

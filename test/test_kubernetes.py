@@ -31,8 +31,8 @@ kv = pytest.importorskip("kubernetes_validate")
 
 from k8s_render import PASSWORD_FILE, render_all  # noqa: E402
 
-from stocks.config import Settings
-from stocks.jobs import WAITING_KEY  # noqa: E402
+from stocks.config import Settings  # noqa: E402
+from stocks.keys import WAITING_KEY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "kubernetes"
