@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_openapi3 import Info, OpenAPI
 
-from stocks.api import analytics, job_routes, metrics, prices
+from stocks.api import analytics, job_routes, metrics, page, prices
 from stocks.api.errors import register_error_handlers, validation_error_response
 from stocks.api.models import ErrorBody
 
@@ -30,4 +30,5 @@ def create_app(config: dict | None = None) -> Flask:
     analytics.register(app)
     job_routes.register(app)
     metrics.register(app)
+    page.register(app)
     return app
