@@ -382,6 +382,7 @@ async function requestChart(event) {
     };
     saveCharts([entry, ...loadCharts()].slice(0, MAX_KEPT));
     const card = addCard(entry, true);
+    card.scrollIntoView({ block: "nearest" });
     watch(entry, card);
   } catch (e) {
     error.textContent = e.message;
