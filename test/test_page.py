@@ -34,6 +34,7 @@ BROWSER_ARGS = [
 ]
 ARTIFACTS = Path(__file__).with_name("artifacts")
 TICKERS = "AAPL,MSFT,JPM,XOM"
+SHORT_TICKER = "KO"
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 WAIT_MS = 30_000
 
@@ -68,8 +69,12 @@ def load_prices(redis_url: str) -> None:
     else:
         source = ["--source", "synthetic"]
     cmd = [sys.executable, "-m", "stocks.cli", "load", *source, "--tickers", TICKERS]
-    done = subprocess.run(cmd, env=env_with_redis(redis_url), capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # and one ticker whose short history ends before the others begin: its charts fail
+    short = [sys.executable, "-m", "stocks.cli", "load", "--source", "synthetic"]
+    short += ["--tickers", SHORT_TICKER, "--start", "2012-01-02", "--end", "2012-06-29"]
+    for args in (cmd, short):
+        done = subprocess.run(args, env=env_with_redis(redis_url), capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +257,7 @@ def test_root_is_json_for_scripts_and_the_page_for_browsers(stack):
 def test_find_figures_bars_csv_and_a_candlestick_chart(open_page, stack):
     tab = open_page()
     page = tab.page
-    assert text(tab, "#data-summary").startswith("4 tickers")
+    assert text(tab, "#data-summary").startswith("5 tickers")
     pick(tab, "apple", "AAPL")
     choose_range(tab, "1Y")
 
@@ -339,6 +344,13 @@ def test_phone_width_sector_filter_other_kinds_and_plain_errors(open_page, stack
     assert compared["status"] == "finished" and compared["width"] == 1200
     assert stack.json(f"/jobs/{compared['id']}")["params"]["symbols"] == ["MSFT", "AAPL", "JPM"]
 
+    page.get_by_label("Line").check()
+    page.get_by_label("Other symbols").fill(SHORT_TICKER)
+    failed = draw(tab)
+    assert failed["status"] == "failed" and failed["step"] == "Failed", failed
+    reason = f"The chart could not be drawn: no prices for {SHORT_TICKER} between"
+    assert failed["message"].startswith(reason), failed
+
     page.get_by_label("Against the S&P 500").check()
     page.get_by_label("Image format").select_option("svg")
     benchmark = draw(tab)
@@ -350,11 +362,11 @@ def test_phone_width_sector_filter_other_kinds_and_plain_errors(open_page, stack
     assert "from 2 to 500" in text(tab, "#chart-error")
 
     kept = page.evaluate("JSON.parse(localStorage.getItem('stocks.charts.v1')).map(e => e.id)")
-    assert kept == [benchmark["id"], compared["id"]]
+    assert kept == [benchmark["id"], failed["id"], compared["id"]]
     page.get_by_role("button", name=re.compile(r"^Remove Compare")).click()
-    assert page.locator("#history .card").count() == 1
+    assert page.locator("#history .card").count() == 2
     kept = page.evaluate("JSON.parse(localStorage.getItem('stocks.charts.v1')).map(e => e.id)")
-    assert kept == [benchmark["id"]]
+    assert kept == [benchmark["id"], failed["id"]]
 
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('input, select')]
