@@ -17,10 +17,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import SP500_DIR
+import redis
+from conftest import SP500_DIR, business_days
 from test_api_server import start_server, stop_server
 
+from stocks import storage
 from stocks.redis_server import RedisServer, env_with_redis
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,6 +49,7 @@ WAIT_MS = 30_000
 class Stack:
     port: int
     base: str
+    redis_url: str
 
     def get(self, path: str, accept: str | None = "application/json"):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -80,26 +84,26 @@ def load_prices(redis_url: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("page")
-    redis = RedisServer(workdir / "redis", appendonly=False).start()
+    db_server = RedisServer(workdir / "redis", appendonly=False).start()
     procs: list[subprocess.Popen] = []
     try:
-        load_prices(redis.url)
-        port, server = start_server(redis.url)
+        load_prices(db_server.url)
+        port, server = start_server(db_server.url)
         procs.append(server)
         with open(workdir / "worker.log", "wb") as log:
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "stocks.cli", "worker"],
-                    env=env_with_redis(redis.url),
+                    env=env_with_redis(db_server.url),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
-        yield Stack(port, f"http://127.0.0.1:{port}")
+        yield Stack(port, f"http://127.0.0.1:{port}", db_server.url)
     finally:
         for proc in procs:
             stop_server(proc)
-        redis.stop()
+        db_server.stop()
 
 
 # --- the browser ---------------------------------------------------------------------------
@@ -381,3 +385,22 @@ def test_phone_width_sector_filter_other_kinds_and_plain_errors(open_page, stack
     assert tab.errors == [
         "Failed to load resource: the server responded with a status of 422 (UNPROCESSABLE ENTITY)"
     ]
+
+
+def test_names_from_the_data_are_shown_as_text_never_run(open_page, stack):
+    days = business_days("2017-01-02", "2017-03-31")
+    close = np.linspace(10, 20, len(days))
+    bars = storage.make_bars(days, close, close, close, close, np.full(len(days), 1000))
+    name = '<img src=x onerror="document.title=1">Evil & Co.'
+    meta = {"name": name, "sector": "<b>Hacks</b>", "source": "csv"}
+    storage.replace_series(redis.Redis.from_url(stack.redis_url), "EVIL", bars, meta)
+
+    tab = open_page()
+    page = tab.page
+    pick(tab, "evil", "EVIL")
+    assert page.locator("#results button .name").first.inner_text() == name
+    assert text(tab, "#t-name") == name
+    assert page.locator("#sector option", has_text="<b>Hacks</b>").count() == 1
+    assert page.locator("main img").count() == 0 and page.locator("main b").count() == 0
+    assert page.title() == "EVIL · Stocks"
+    assert tab.errors == []
