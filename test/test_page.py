@@ -270,7 +270,8 @@ def test_find_figures_bars_csv_and_a_candlestick_chart(open_page, stack):
     assert text(tab, "#f-range") == f"{stats['start']} to {stats['end']}"
     assert text(tab, "#f-last") == price(stats["last_close"])
     assert text(tab, "#f-change") == signed(change["change"])
-    assert text(tab, "#f-change-pct").startswith(signed(change["change_pct"]) + "%")
+    assert text(tab, "#f-change-pct") == signed(change["change_pct"]) + "%"
+    assert text(tab, "#f-change-date") == f"since {change['from_date']}"
     assert text(tab, "#f-return") == percent(stats["return"], sign=True)
     assert text(tab, "#f-vol") == percent(stats["annualized_volatility"])
     assert text(tab, "#f-dd") == percent(stats["max_drawdown"])

@@ -265,7 +265,8 @@ function showStats(s) {
 
 function showChange(c) {
   $("#f-change").textContent = c ? signed(c.change) : "—";
-  $("#f-change-pct").textContent = c ? `${signedTwo.format(c.change_pct)}% since ${c.from_date}` : "no earlier day";
+  $("#f-change-pct").textContent = c ? `${signedTwo.format(c.change_pct)}%` : "";
+  $("#f-change-date").textContent = c ? `since ${c.from_date}` : "no earlier day";
   trend($("#f-change"), c ? c.change : 0);
   trend($("#f-change-pct"), c ? c.change : 0);
 }
