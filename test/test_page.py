@@ -405,3 +405,21 @@ def test_names_from_the_data_are_shown_as_text_never_run(open_page, stack):
     assert page.locator("main img").count() == 0 and page.locator("main b").count() == 0
     assert page.title() == "EVIL · Stocks"
     assert tab.errors == []
+
+
+def test_a_chart_the_server_no_longer_keeps_is_said_so_and_forgotten(open_page):
+    tab = open_page()
+    page = tab.page
+    forgotten = {"id": "0" * 28, "kind": "line", "symbols": ["AAPL"], "start": None, "end": None}
+    page.evaluate(
+        "entry => localStorage.setItem('stocks.charts.v1', JSON.stringify([entry]))", forgotten
+    )
+    page.reload()
+    page.wait_for_selector("#history .card[data-status=gone]")
+    assert text(tab, "#history .card-message") == (
+        "The server no longer keeps this chart: charts are kept for a limited time."
+    )
+    assert page.evaluate("localStorage.getItem('stocks.charts.v1')") == "[]"
+    assert tab.errors == [
+        "Failed to load resource: the server responded with a status of 404 (NOT FOUND)"
+    ]

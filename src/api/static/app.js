@@ -19,7 +19,12 @@ const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
 // --- talking to the API ---------------------------------------------------------------
 
-class Problem extends Error {}
+class Problem extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.status = status;
+  }
+}
 
 async function api(path, options = {}) {
   let resp;
@@ -37,7 +42,7 @@ async function api(path, options = {}) {
   if (!resp.ok) {
     const message = body && body.error && body.error.message;
     if (resp.status === 429) throw new Problem("Too many chart requests from here: wait a minute and try again.");
-    throw new Problem(message ? sentence(message) : `The server answered ${resp.status}.`);
+    throw new Problem(message ? sentence(message) : `The server answered ${resp.status}.`, resp.status);
   }
   return body;
 }
@@ -481,11 +486,15 @@ async function watch(entry, card) {
     try {
       job = await api(`/jobs/${encodeURIComponent(entry.id)}`);
     } catch (e) {
-      card.dataset.status = "gone";
       const message = $(".card-message", card);
       message.classList.add("error");
-      message.textContent =
-        e.message.startsWith("No job") ? "This chart is no longer kept by the server." : e.message;
+      if (e.status !== 404) {
+        message.textContent = e.message; // the server is away: try again on the next visit
+        return;
+      }
+      card.dataset.status = "gone";
+      message.textContent = "The server no longer keeps this chart: charts are kept for a limited time.";
+      saveCharts(loadCharts().filter((kept) => kept.id !== entry.id));
       return;
     }
     showJob(card, entry, job);
