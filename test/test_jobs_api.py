@@ -21,6 +21,22 @@ def load(r0, symbol: str, days: int = 300, start: dt.date = dt.date(2017, 1, 2))
     storage.replace_series(r0, symbol, bars, {"source": "synthetic"})
 
 
+KEY = "job-test-key"
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings.replace(api_keys=(KEY,)), {"TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    """Every request carries the key, so the jobs it makes are the ones it lists."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {KEY}"
+    return client
+
+
 @pytest.fixture(autouse=True)
 def stored(r0):
     for sym in ("AAPL", "MSFT", "BRK.B", "^GSPC"):
@@ -273,7 +289,8 @@ def test_job_records_and_images_expire_together(redis_url, settings):
 
 
 def test_post_jobs_is_rate_limited_per_client(settings):
-    client = create_app(settings.replace(job_rate="3/minute")).test_client()
+    client = create_app(settings.replace(job_rate="3/minute", api_keys=(KEY,))).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {KEY}"
     codes = [post(client, {"kind": "line", "symbols": ["AAPL"]}).status_code for _ in range(4)]
     assert codes == [202, 202, 202, 429]
     resp = post(client, {"kind": "line", "symbols": ["AAPL"]})
@@ -296,3 +313,29 @@ def test_filtered_listing_stops_at_the_scan_budget_with_a_cursor(client, monkeyp
     while page["next_cursor"] and not page["jobs"]:
         page = client.get(f"/jobs?status=cancelled&cursor={page['next_cursor']}").get_json()
     assert [j["id"] for j in page["jobs"]] == [ids[0]]
+
+
+def test_each_key_lists_only_its_own_jobs_and_listing_needs_a_key(settings):
+    app = create_app(settings.replace(api_keys=("alice-key", "bob-key")), {"TESTING": True})
+    alice, bob, anyone = app.test_client(), app.test_client(), app.test_client()
+    alice.environ_base["HTTP_AUTHORIZATION"] = "Bearer alice-key"
+    bob.environ_base["HTTP_AUTHORIZATION"] = "Bearer bob-key"
+    mine = post(alice, {"kind": "line", "symbols": ["AAPL"]}).get_json()["id"]
+    theirs = post(bob, {"kind": "line", "symbols": ["MSFT"]}).get_json()["id"]
+    nobodys = post(anyone, {"kind": "line", "symbols": ["AAPL"]}).get_json()["id"]
+    assert [j["id"] for j in alice.get("/jobs").get_json()["jobs"]] == [mine]
+    assert [j["id"] for j in bob.get("/jobs").get_json()["jobs"]] == [theirs]
+    assert anyone.get("/jobs").status_code == 401
+    wrong = post(
+        anyone, {"kind": "line", "symbols": ["AAPL"]}, headers={"Authorization": "Bearer x"}
+    )
+    assert wrong.status_code == 401  # a wrong key is refused, not made anonymous
+    assert alice.get(f"/jobs/{theirs}").status_code == 200  # the id is the capability
+    assert anyone.get(f"/jobs/{nobodys}").status_code == 200
+    no_keys = create_app(settings, {"TESTING": True}).test_client()
+    assert error_code(no_keys.get("/jobs"), 403) == "listing_disabled"
+
+
+def error_code(resp, status: int) -> str:
+    assert resp.status_code == status, resp.data
+    return resp.get_json()["error"]["code"]

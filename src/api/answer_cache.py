@@ -16,6 +16,7 @@ from flask import Flask, Response, current_app, request
 
 from stocks import storage
 from stocks.api import context
+from stocks.api.hygiene import NOSNIFF
 from stocks.api.lru import LockedLRU
 
 EXTENSION = "answer_cache"
@@ -78,7 +79,11 @@ class CachedAnswers:
                 except redis.RedisError:
                     current = None
                 if current == versions:
-                    headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+                    headers = [
+                        ("Content-Type", ctype),
+                        ("Content-Length", str(len(body))),
+                        NOSNIFF,
+                    ]
                     start_response("200 OK", headers)
                     return [body]
         return self.wsgi_app(environ, start_response)

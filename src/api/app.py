@@ -16,6 +16,7 @@ from stocks.api import (
     answer_cache,
     auth,
     context,
+    hygiene,
     job_routes,
     limits,
     metrics_routes,
@@ -58,6 +59,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
     context.init_app(app, settings)
 
     register_error_handlers(app)
+    hygiene.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_api(blueprint)
     order_tags(app)

@@ -18,7 +18,7 @@ from flask_openapi3 import APIBlueprint
 from werkzeug.exceptions import BadRequest
 
 from stocks import storage
-from stocks.api import context
+from stocks.api import auth, context
 from stocks.api.docs import TAG_JOBS, plain_operation_id
 from stocks.api.errors import ApiError, unknown_symbol
 from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
@@ -123,9 +123,14 @@ def create_job(body: JobRequest) -> Response:
         "end": body.end.isoformat() if body.end else None,
         "options": body.options.model_dump(),
     }
-    job_id = context.job_queue().put(body.kind, params, cache_key(r0, body.kind, params))
+    owner = auth.caller_owner()
+    job_id = context.job_queue().put(
+        body.kind, params, cache_key(r0, body.kind, params), owner=owner
+    )
     payload = {"id": job_id, "status": "queued", "links": _links(job_id)}
-    return json_response(payload, status=202, headers={"Location": f"/jobs/{job_id}"})
+    # Retry-After: when to poll (the limiter's own says when a 429 may try again)
+    headers = {"Location": f"/jobs/{job_id}", "Retry-After": "1"}
+    return json_response(payload, status=202, headers=headers)
 
 
 @bp.get("/jobs/<job_id>", tags=[TAG_JOBS], responses={200: JobView, **ERRORS})
@@ -136,10 +141,20 @@ def get_job(path: JobPath) -> Response:
     return json_response(job_view(rec))
 
 
-@bp.get("/jobs", tags=[TAG_JOBS], responses={200: JobList, 400: ErrorBody})
+@bp.get(
+    "/jobs",
+    tags=[TAG_JOBS],
+    responses={200: JobList, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody},
+    security=auth.SECURITY,
+)
 def list_jobs(query: JobListQuery) -> Response:
-    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
-    recs, next_cursor = context.job_queue().list_jobs(query.status, query.limit, query.cursor)
+    """The caller's own jobs (those made with its API key), newest first; pass
+    `next_cursor` back as `cursor` for the next page. A job is also reached by its id
+    alone, which is unguessable: whoever holds it may read or delete the job."""
+    owner = auth.require_caller_owner()
+    recs, next_cursor = context.job_queue().list_jobs(
+        query.status, query.limit, query.cursor, owner=owner
+    )
     return json_response({"jobs": [job_view(rec) for rec in recs], "next_cursor": next_cursor})
 
 

@@ -9,7 +9,7 @@ a limited request fails too (503), rather than pass unlimited.
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from flask import Flask, Response, current_app, g
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -34,7 +34,28 @@ def init_app(app: Flask, settings: Settings) -> None:
         "socket_connect_timeout": settings.redis_timeout,
     }
     app.config["JOB_RATE"] = settings.job_rate
+    # Flask runs after_request hooks last-registered first, so these two sandwich the
+    # limiter's own: it puts its Retry-After (when the window resets, up to a minute) on
+    # every answer, which tells a client polling a 202 to wait that long.
+    app.after_request(_own_retry_after_only)
     limiter.init_app(app)
+    app.after_request(_remember_own_retry_after)
+
+
+def _remember_own_retry_after(resp: Response) -> Response:
+    g.own_retry_after = resp.headers.get("Retry-After")
+    return resp
+
+
+def _own_retry_after_only(resp: Response) -> Response:
+    """Keep the limiter's Retry-After on a 429 only; elsewhere the view's own, or none."""
+    if resp.status_code != 429:
+        own = g.pop("own_retry_after", None)
+        if own is None:
+            resp.headers.pop("Retry-After", None)
+        else:
+            resp.headers["Retry-After"] = own
+    return resp
 
 
 def job_rate() -> str:
