@@ -102,7 +102,9 @@ def stored(r0, base_settings):
 
     A write key is configured and sent, so PUT/DELETE reach their handlers too.
     """
-    current.app = create_app(base_settings.replace(api_keys=(API_KEY,)), {"TESTING": True})
+    # a fuzzer is one client sending far more than fair use: it checks shapes, not limits
+    settings = base_settings.replace(api_keys=(API_KEY,), compute_rate="100000/second")
+    current.app = create_app(settings, {"TESTING": True})
     meta = {"name": "Test", "sector": "Information Technology", "source": "test"}
     for i, sym in enumerate(STORED):
         storage.replace_series(r0, sym, series(i, empty=(sym == "MSFT")), meta)

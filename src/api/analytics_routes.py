@@ -184,7 +184,7 @@ class CompareOut(BaseModel):
     correlation: dict[str, dict[str, float | None]]
 
 
-ERRORS = {400: ErrorBody, 404: ErrorBody, 422: ErrorBody}
+ERRORS = {400: ErrorBody, 404: ErrorBody, 422: ErrorBody, 429: ErrorBody}
 
 
 # --- series cache ----------------------------------------------------------------------

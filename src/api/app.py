@@ -38,6 +38,9 @@ BLUEPRINTS = (
     job_routes.bp,
     metrics_routes.bp,
 )
+COMPUTING = (price_routes.bp, analytics_routes.bp)  # probes, metrics and jobs are not
+for _blueprint in COMPUTING:
+    limits.limit_computing(_blueprint)
 
 
 def create_app(settings: Settings, config: dict | None = None) -> Flask:

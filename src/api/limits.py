@@ -34,6 +34,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         "socket_connect_timeout": settings.redis_timeout,
     }
     app.config["JOB_RATE"] = settings.job_rate
+    app.config["COMPUTE_RATE"] = settings.compute_rate
     # Flask runs after_request hooks last-registered first, so these two sandwich the
     # limiter's own: it puts its Retry-After (when the window resets, up to a minute) on
     # every answer, which tells a client polling a 202 to wait that long.
@@ -56,6 +57,17 @@ def _own_retry_after_only(resp: Response) -> Response:
         else:
             resp.headers["Retry-After"] = own
     return resp
+
+
+def compute_rate() -> str:
+    """GETs that reach the app (an answer-cache hit does not) per client address."""
+    return current_app.config["COMPUTE_RATE"]
+
+
+def limit_computing(blueprint):
+    """Fair use: one client's flood of uncached work (compare, indicators, long ranges)
+    cannot starve the others; every route of ``blueprint`` shares one budget per client."""
+    return limiter.shared_limit(compute_rate, scope="compute", methods=["GET"])(blueprint)
 
 
 def job_rate() -> str:

@@ -55,7 +55,7 @@ def db() -> redis.Redis:
     return context.prices_db()
 
 
-ERRORS = {400: ErrorBody, 404: ErrorBody}
+ERRORS = {400: ErrorBody, 404: ErrorBody, 429: ErrorBody}  # 429: fair use (limits.py)
 WRITE_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 
