@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stocks.storage import BAR_DTYPE, MISSING_VOLUME
+from stocks.storage import BAR_DTYPE, MISSING_VOLUME, VOLUME_MAX
 
 INTERVALS = ("1d", "1wk", "1mo")
 
@@ -62,7 +62,9 @@ def resample(bars: np.ndarray, interval: str) -> np.ndarray:
 
     vol = bars["volume"]
     present = vol != MISSING_VOLUME
-    sums = np.add.reduceat(np.where(present, vol, 0), starts)
+    # clipped to VOLUME_MAX (what a write may store): a period's sum then stays far inside
+    # int64 whatever an older or hand-made store holds, instead of wrapping negative
+    sums = np.add.reduceat(np.where(present, np.clip(vol, 0, VOLUME_MAX), 0), starts)
     any_present = np.logical_or.reduceat(present, starts)
     out["volume"] = np.where(any_present, sums, MISSING_VOLUME)
     return out

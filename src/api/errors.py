@@ -82,6 +82,11 @@ def validation_error_response(e: ValidationError) -> Response:
     return error_response(400, "invalid_parameter", message, errors=problems)
 
 
+def is_out_of_memory(e: redis.RedisError) -> bool:
+    """Redis over ``maxmemory`` refused a write (inside a script it comes as a script error)."""
+    return isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(e)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(e: ApiError) -> Response:
@@ -104,16 +109,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis_down(e: redis.RedisError) -> Response:
+        if is_out_of_memory(e):
+            # noeviction: Redis refuses new writes rather than drop stored prices, and a
+            # script refused at its first write has changed nothing
+            message = "storage is full: nothing was stored; try again later"
+            resp = error_response(507, "storage_full", message)
+            resp.headers["Retry-After"] = "60"
+            return resp
         resp = error_response(503, "redis_unavailable", "the data store does not answer")
         resp.headers["Retry-After"] = "2"
-        return resp
-
-    @app.errorhandler(redis.exceptions.OutOfMemoryError)
-    def _redis_full(e: redis.exceptions.OutOfMemoryError) -> Response:
-        # noeviction: Redis refuses new writes rather than drop stored prices
-        message = "storage is full: nothing was stored; try again later"
-        resp = error_response(507, "storage_full", message)
-        resp.headers["Retry-After"] = "60"
         return resp
 
     @app.errorhandler(storage.SeriesMissing)

@@ -3,8 +3,9 @@
 One module-level ``limiter`` so views can declare their limits where they are defined;
 ``init_app`` binds it to an app and its Redis (the app-factory pattern of Flask-Limiter's
 docs). Its storage belongs to the limiter, not the app: in one process the last app
-built decides where counts go (the server builds one app per process). If Redis fails,
-a limited request fails too (503), rather than pass unlimited.
+built decides where counts go (the server builds one app per process). If Redis fails or
+is full, counting goes on in each process's memory until Redis answers again: requests are
+never let through unlimited, and reads go on while a full Redis refuses the counters.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ limiter = Limiter(
     get_remote_address,
     key_prefix=RATE_LIMIT_PREFIX,
     swallow_errors=False,
+    in_memory_fallback_enabled=True,
     headers_enabled=True,
 )
 
@@ -40,6 +42,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     # every answer, which tells a client polling a 202 to wait that long.
     app.after_request(_own_retry_after_only)
     limiter.init_app(app)
+    limiter._storage_dead = False  # a new app starts on its Redis, not on the last one's fallback
     app.after_request(_remember_own_retry_after)
 
 

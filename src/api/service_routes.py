@@ -37,13 +37,19 @@ def ready():
         count = storage.count_symbols(r)
         missing = storage.missing_series(r) if count else []
     except redis.RedisError:
-        return error_response(503, "redis_unavailable", "Redis does not answer")
+        return not_ready("redis_unavailable", "Redis does not answer")
     if count == 0:
-        return error_response(503, "no_data", "no prices loaded yet", tickers=0)
+        return not_ready("no_data", "no prices loaded yet", tickers=0)
     if missing:
         message = f"{len(missing)} listed tickers have lost their data: load them again"
-        return error_response(503, "series_missing", message, symbols=missing[:20])
+        return not_ready("series_missing", message, symbols=missing[:20])
     return json_response({"status": "ready", "tickers": count})
+
+
+def not_ready(code: str, message: str, **details: object) -> Response:
+    resp = error_response(503, code, message, **details)
+    resp.headers["Retry-After"] = "5"
+    return resp
 
 
 @bp.get("/", tags=[TAG_PRICES], summary="API index and data sources", responses={200: IndexBody})

@@ -1,0 +1,188 @@
+"""Hostile and unlucky conditions (issue 12's table), each a 4xx or a clear 503/507, never a
+500, and nothing stored harmed. Real redis-server processes; the app in process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+import redis
+from conftest import business_days, wait_for
+
+from stocks import storage
+from stocks.api.app import create_app
+from stocks.config import Settings
+from stocks.jobs import JobQueue
+from stocks.redis_server import RedisServer
+
+KEY = "hostile-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BAR = {"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1000}
+DEEP = "[" * 1000 + "]" * 1000
+
+
+def store(r0, symbol: str = "AAPL", start: str = "2017-01-02", end: str = "2017-12-29") -> None:
+    days = business_days(start, end)
+    close = np.linspace(100, 120, len(days))
+    bars = storage.make_bars(days, close, close + 1, close - 1, close, np.full(len(days), 10**6))
+    storage.replace_series(r0, symbol, bars, {"name": "Apple", "source": "test"})
+
+
+@pytest.fixture
+def client(settings, r0):
+    store(r0)
+    app = create_app(settings.replace(api_keys=(KEY,)), {"TESTING": True})
+    return app.test_client()
+
+
+def job(**changes) -> str:
+    return json.dumps({"kind": "line", "symbols": ["AAPL"], **changes})
+
+
+def put(client, day: str, body) -> object:
+    data = body if isinstance(body, str) else json.dumps(body)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    return client.put(f"/tickers/AAPL/prices/{day}", data=data, headers=headers)
+
+
+ROWS = [
+    # (what, request, expected status)
+    ("POST /jobs nested 1,000 deep", lambda c: c.post("/jobs", data=DEEP, headers=JSON), 400),
+    ("PUT nested 1,000 deep", lambda c: put(c, "2018-01-02", DEEP), 400),
+    ("lone surrogate in options.title", lambda c: post(c, job(options={"title": "\udfff"})), 400),
+    ("lone surrogate in symbols", lambda c: post(c, job(symbols=["\udfff"])), 400),
+    ("volume 2^62", lambda c: put(c, "2018-01-02", {**BAR, "volume": 2**62}), 400),
+    ("date 9999-12-31", lambda c: put(c, "9999-12-31", BAR), 400),
+    ("date 0001-01-01", lambda c: put(c, "0001-01-01", BAR), 400),
+    ("price 1e308", lambda c: put(c, "2018-01-02", {**BAR, "high": 1e308}), 400),
+    ('"volume": true', lambda c: put(c, "2018-01-02", {**BAR, "volume": True}), 400),
+    ('"open": "60"', lambda c: put(c, "2018-01-02", {**BAR, "open": "60"}), 400),
+    ("an unknown key", lambda c: put(c, "2018-01-02", {**BAR, "note": 1}), 400),
+    ("a Saturday", lambda c: put(c, "2018-01-06", BAR), 400),
+    ("NaN", lambda c: put(c, "2018-01-02", '{"open": NaN, "high": 1, "low": 1, "close": 1}'), 400),
+    ("a weekday bar that is fine", lambda c: put(c, "2018-01-02", BAR), 201),
+]
+JSON = {"Content-Type": "application/json"}
+
+
+def post(client, body: str):
+    # a lone surrogate cannot be encoded as UTF-8: send the JSON escape, as a client would
+    data = body.encode("utf-8", "backslashreplace") if isinstance(body, str) else body
+    return client.post("/jobs", data=data.replace(b"\\\\udfff", b"\\udfff"), headers=JSON)
+
+
+@pytest.mark.parametrize(("what", "send", "status"), ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_is_a_clear_4xx_and_harms_nothing(client, r0, what, send, status):
+    before = storage.read_series(r0, "AAPL")[1].tobytes()
+    resp = send(client)
+    assert resp.status_code == status, resp.data
+    body = resp.get_json()
+    if status >= 400:
+        assert body["error"]["status"] == status and body["error"]["message"]
+        assert storage.read_series(r0, "AAPL")[1].tobytes() == before  # untouched
+        assert (
+            JobQueue(Settings(redis_url=client.application.config["SETTINGS"].redis_url)).count()
+            == 0
+        )
+
+
+def test_monthly_volume_sums_never_overflow_whatever_is_stored(client, r0):
+    days = business_days("2017-01-02", "2017-01-31")
+    huge = np.full(len(days), 2**62)  # written around the API, as an old store might hold
+    ones = np.ones(len(days))
+    storage.replace_series(r0, "HUGE", storage.make_bars(days, ones, ones, ones, ones, huge), {})
+    for interval in ("1wk", "1mo"):
+        prices = client.get(f"/tickers/HUGE/prices?interval={interval}").get_json()["prices"]
+        assert all(bar["volume"] > 0 for bar in prices)
+
+
+def test_options_answers_204_with_allow_and_images_are_not_sniffed(client, settings):
+    resp = client.options("/tickers/AAPL/prices")
+    assert resp.status_code == 204 and resp.data == b""
+    assert set(resp.headers["Allow"].split(", ")) >= {"GET", "HEAD", "OPTIONS"}
+    assert client.options("/no/such/route").status_code == 404
+    job_id = client.post("/jobs", data=job(), headers=JSON).get_json()["id"]
+    queue = JobQueue(settings, "w1")
+    queue.finish(queue.get(timeout=1), b"\x89PNG\r\n\x1a\n", "image/png")
+    image = client.get(f"/jobs/{job_id}/image")
+    assert image.status_code == 200 and image.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_lost_series_is_a_503_and_ready_says_which(client, r0):
+    r0.delete(storage.bars_key("AAPL"))  # as an eviction would
+    resp = client.get("/tickers/AAPL/prices")
+    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "series_missing"
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.get_json()["error"]["symbols"] == ["AAPL"]
+
+
+def test_fair_use_limits_one_client_not_the_others(settings, r0):
+    store(r0)
+    store(r0, "MSFT")
+    app = create_app(settings.replace(compute_rate="5/minute"), {"TESTING": True})
+    flood, other = app.test_client(), app.test_client()
+    codes = [
+        flood.get(f"/compare?symbols=AAPL,MSFT&start=2017-02-{day:02d}").status_code
+        for day in range(1, 9)
+    ]
+    assert codes[:5] == [200] * 5 and set(codes[5:]) == {429}
+    limited = flood.get("/tickers/AAPL/stats?period=1mo")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert flood.get("/health").status_code == 200 and flood.get("/metrics").status_code == 200
+    elsewhere = {"REMOTE_ADDR": "10.0.0.7"}
+    assert other.get("/tickers/AAPL/stats", environ_base=elsewhere).status_code == 200
+
+
+# --- outages --------------------------------------------------------------------------------
+
+
+def test_a_paused_redis_answers_503_fast_and_recovers_by_itself(tmp_path):
+    server = RedisServer(tmp_path / "redis", appendonly=False).start()
+    try:
+        settings = Settings(redis_url=server.url, redis_timeout=0.5)
+        store(settings.redis(0))
+        client = create_app(settings, {"TESTING": True}).test_client()
+        assert client.get("/tickers/AAPL/prices").status_code == 200
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for path, send in [
+                ("/tickers/AAPL/prices?start=2017-03-01", client.get),
+                ("/ready", client.get),
+                ("/jobs", lambda p: client.post(p, data=job(), headers=JSON)),
+            ]:
+                started = time.monotonic()
+                resp = send(path)
+                took = time.monotonic() - started
+                assert resp.status_code == 503, (path, resp.data)
+                assert resp.headers.get("Retry-After") and took < 5, (path, took)  # not 30 s
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: client.get("/tickers/AAPL/prices").status_code == 200, 10, "recovery")
+        assert client.post("/jobs", data=job(), headers=JSON).status_code == 202
+    finally:
+        server.stop(kill=True)
+
+
+def test_a_full_redis_refuses_jobs_with_507_and_keeps_serving_prices(tmp_path):
+    server = RedisServer(tmp_path / "redis", appendonly=False, maxmemory_mb=20).start()
+    try:
+        settings = Settings(redis_url=server.url)
+        store(settings.redis(0))
+        client = create_app(settings, {"TESTING": True}).test_client()
+        filler = redis.Redis.from_url(server.url, db=5)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            for i in range(10_000):  # until Redis refuses: noeviction
+                filler.set(f"junk:{i}", b"x" * 100_000)
+        resp = client.post("/jobs", data=job(), headers=JSON)
+        assert resp.status_code == 507 and resp.get_json()["error"]["code"] == "storage_full"
+        assert JobQueue(settings).count() == 0  # nothing half-written
+        prices = client.get("/tickers/AAPL/prices")
+        assert prices.status_code == 200, prices.data
+        assert prices.get_json()["count"] == len(business_days("2017-01-02", "2017-12-29"))
+        filler.flushdb()
+        assert client.post("/jobs", data=job(), headers=JSON).status_code == 202
+    finally:
+        server.stop(kill=True)
