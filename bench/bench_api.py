@@ -1,11 +1,16 @@
 """GET .../prices through the real server under load, against a naive peer in the same run.
 
-Ours: ``stocks serve`` (gunicorn, DB-0 binary year chunks, cached encoded answers
-revalidated by data version). Naive peer: what simple Flask apps do, one JSON document
-per ticker in Redis (a list of row dicts), ``json.loads`` and a filter per request,
-``jsonify`` the result; run by the same gunicorn settings (``stocks.api.server``).
+Ours: ``stocks serve`` (granian + BufferedWsgi, DB-0 binary year chunks, cached encoded
+answers revalidated by data version). Naive peer: what simple Flask apps do, one JSON
+document per ticker in Redis (a list of row dicts), ``json.loads`` and a filter per
+request, ``jsonify`` the result; run by the same server settings (``stocks.api.server``).
 Both read the same tickers from the same redis-server. Requests rotate over all
 tickers: the full 5-year series, and one month (June 2017).
+
+The same app is also served by the other HTTP servers ``stocks serve`` can run
+(STOCKS_WORKER_CLASS): gunicorn gthread (the previous default) and granian's own WSGI
+mode; for each, the p50 of plain GETs while 50 slow sockets are open (a third trickling
+headers, a third stalling a POST body, a third idle).
 
 Run: ``.venv/bin/python -m bench.bench_api`` (prints a Markdown section).
 """
@@ -25,7 +30,7 @@ import numpy as np
 import redis
 
 from bench.common import stop_process
-from bench.httpload import LoadResult, run_load
+from bench.httpload import LoadResult, SlowClients, probe_latency, run_load
 from stocks import storage
 from stocks.api.server import default_workers
 from stocks.config import STOCKS_DB
@@ -39,6 +44,13 @@ DURATION = float(os.environ.get("BENCH_DURATION", "5"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 MONTH = ("2017-06-01", "2017-06-30")
+SLOW_SOCKETS = 50
+# (row name, STOCKS_WORKER_CLASS): the HTTP servers compared on the same app
+SERVERS = (
+    ("granian + BufferedWsgi (default)", "granian"),
+    ("granian, its WSGI mode", "granian-wsgi"),
+    ("gunicorn gthread 4 threads", "gthread"),
+)
 
 
 # --- the naive peer --------------------------------------------------------------------
@@ -178,35 +190,55 @@ def run() -> str:
             month = [f"/tickers/{s}/prices?start={MONTH[0]}&end={MONTH[1]}" for s in symbols]
             results: dict[tuple[str, str], LoadResult] = {}
             both = (("5 years", full), ("1 month", month))
+            slow: dict[str, tuple[float, float, int]] = {}
             configs = [
-                ("ours", "ours", {}, both),
+                *((name, "ours", {"STOCKS_WORKER_CLASS": cls}, both) for name, cls in SERVERS),
                 ("ours, cache off", "ours", {"STOCKS_API_CACHE_MB": "0"}, both),
                 ("naive", "naive", {}, both),
-                ("bare gunicorn, fixed 2.5 KB", "static", {}, (("1 month", month),)),
+                ("bare server, fixed 2.5 KB", "static", {}, (("1 month", month),)),
             ]
             for name, kind, env, ranges in configs:
                 proc, base = start_server(kind, server.url, month[0], env)
                 try:
                     for label, paths in ranges:
-                        results[(name, label)] = measure(base, paths, name == "ours")
+                        results[(name, label)] = measure(
+                            base, paths, kind == "ours" and not env.get("STOCKS_API_CACHE_MB")
+                        )
+                    if name in dict(SERVERS):
+                        slow[name] = slow_clients_effect(base, month[0])
                 finally:
                     stop_process(proc)
         finally:
             server.stop()
-    return report(results, source, load_before)
+    return report(results, slow, source, load_before)
 
 
-def report(results: dict[tuple[str, str], LoadResult], source: str, load_before: float) -> str:
+def slow_clients_effect(base: str, path: str) -> tuple[float, float, int]:
+    """p50 of one-after-another GETs without, then with 50 slow sockets open; failures."""
+    quiet, _ = probe_latency(base, path)
+    with SlowClients(base, SLOW_SOCKETS):
+        time.sleep(1.0)  # let the trickling sockets start
+        busy, failures = probe_latency(base, path)
+    return quiet, busy, failures
+
+
+def report(
+    results: dict[tuple[str, str], LoadResult],
+    slow: dict[str, tuple[float, float, int]],
+    source: str,
+    load_before: float,
+) -> str:
     tool = next(iter(results.values())).tool
+    ours = SERVERS[0][0]
     lines = [
         "## API: GET /tickers/{symbol}/prices under load",
         "",
         f"Data: {source}; requests rotate over every ticker. Load: {tool}, "
         f"{CONNECTIONS} keep-alive connections, {DURATION:g} s after a warm-up of 4 requests "
         "per worker and path for the cached server (at most 20 s), 3 s for the others, "
-        "on the same machine as the servers. Both servers: gunicorn via `stocks.api.server` "
-        "(same workers, worker class and threads). Naive peer: one JSON document per "
-        "ticker, `json.loads` + filter + `jsonify` per request. The bare gunicorn row is "
+        "on the same machine as the servers. Ours and the naive peer: the default server "
+        "of `stocks.api.server` (same workers and threads). Naive peer: one JSON document "
+        "per ticker, `json.loads` + filter + `jsonify` per request. The bare server row is "
         "the ceiling of the server itself on this machine: a WSGI app returning fixed bytes. "
         f"1-minute load average before the run: {load_before:.1f} on {os.cpu_count()} cores.",
         "",
@@ -223,12 +255,44 @@ def report(results: dict[tuple[str, str], LoadResult], source: str, load_before:
     for label in ("5 years", "1 month"):
         naive = results[("naive", label)].rps
         lines.append(
-            f"| {label} | {results[('ours', label)].rps / naive:.1f}x "
+            f"| {label} | {results[(ours, label)].rps / naive:.1f}x "
             f"| {results[('ours, cache off', label)].rps / naive:.1f}x |"
         )
     lines += [
         "",
         "Targets: >= 800 req/s for 5 years, >= 3,000 req/s for one month, >= 3x the naive peer.",
+        "",
+        "### HTTP servers on the same app",
+        "",
+        f"`stocks serve` under each STOCKS_WORKER_CLASS, {default_workers()} workers. Slow "
+        f"sockets: {SLOW_SOCKETS} open at once (a third trickling a header line a second, "
+        "a third a POST whose body never comes, a third idle); p50 of 20 one-month GETs made "
+        "one after another on new connections, a failure (error or no answer within 2 s) "
+        "counted as 2,000 ms.",
+        "",
+        "| server | 5 years req/s | 1 month req/s | 1 month p50 ms | 1 month p99 ms "
+        "| GET p50 ms, quiet | GET p50 ms, 50 slow sockets | failed GETs (of 20) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, _ in SERVERS:
+        full, month = results[(name, "5 years")], results[(name, "1 month")]
+        quiet, busy, failures = slow[name]
+        lines.append(
+            f"| {name} | {full.rps:,.0f} | {month.rps:,.0f} | {month.p50_ms:.2f} "
+            f"| {month.p99_ms:.2f} | {quiet:.1f} | {busy:,.1f} | {failures} |"
+        )
+    gthread = SERVERS[-1][0]
+    lines += [
+        "",
+        "| range | default / gunicorn gthread (req/s) |",
+        "| --- | ---: |",
+        *(
+            f"| {label} | {results[(ours, label)].rps / results[(gthread, label)].rps:.1f}x |"
+            for label in ("5 years", "1 month")
+        ),
+        "",
+        "Target: >= 2x gunicorn gthread on both ranges; under slow sockets, p50 well under "
+        "100 ms and no failed GET.",
         "",
         "Command: `.venv/bin/python -m bench.bench_api`",
         "",

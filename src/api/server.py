@@ -1,28 +1,63 @@
-"""``stocks serve``: the API under gunicorn, started from Python (no config file).
+"""``stocks serve``: the API under granian (default) or gunicorn, started from Python.
 
-Worker model: gthread, cores + 1 pre-forked processes with 4 threads each. Unlike
-gunicorn's sync worker it keeps HTTP connections alive (small answers: no connect per
-request), and threads overlap Redis round trips. Measured on 2 busy shared cores with
-wrk and 16 connections: gthread 3x4 beat sync x5 on one-month answers (~2,200 vs ~1,600
-req/s) with a much lower p99, and fewer processes also mean fewer answer caches to warm.
-The app is built once in the master (``preload_app``) and forked; each worker then drops
-the Redis clients it inherited (``reset_clients`` in ``post_fork``) so no socket is
-shared between processes.
+Default (STOCKS_WORKER_CLASS=granian): granian's Rust HTTP server, one process per core
++ 1, each running the Flask app through ``BufferedWsgi`` (RSGI): headers are read by
+granian under a timeout, the body by its event loop under a size limit and a deadline,
+and only a complete request takes one of the worker's threads. A slow, idle or stalled
+client therefore holds a socket, never a thread. Measured on 2 busy cores against
+gunicorn gthread in one run (bench/RESULTS.md, section api): about 2x the requests per
+second, and normal GETs keep answering while 50 slow sockets are open, where gunicorn
+stops answering. granian's own WSGI mode (``granian-wsgi``, kept for the benchmark)
+is as fast but hands a request to a thread before its body is read.
 
-Knobs (environment): STOCKS_WORKER_CLASS (gthread|sync), STOCKS_THREADS (per worker),
-STOCKS_TIMEOUT (seconds), STOCKS_ACCESS_LOG (1 to log each request).
+gunicorn (``gthread`` or ``sync``) stays selectable: cores + 1 pre-forked processes,
+the app built once in the master and forked (``reset_clients`` in ``post_fork``).
+
+Knobs (environment): STOCKS_WORKER_CLASS (granian|granian-wsgi|gthread|sync),
+STOCKS_THREADS (per worker, 4), STOCKS_TIMEOUT (per-request
+limit, seconds), STOCKS_HEADER_TIMEOUT and STOCKS_BODY_TIMEOUT (seconds a client may take
+to send its headers and its body), STOCKS_ACCESS_LOG (1 to log each request).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
+from stocks.api.buffered_wsgi import BufferedWsgi, Limits
 from stocks.api.errors import error_body, http_error_code
-from stocks.config import env_int, env_str, reset_clients
+from stocks.config import env_float, env_int, env_str, reset_clients
+
+GRANIAN_CLASSES = ("granian", "granian-wsgi")
+GRACEFUL_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    worker_class: str
+    threads: int
+    timeout: float
+    header_timeout: float
+    body_timeout: float
+    access_log: bool
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        worker_class = env_str("STOCKS_WORKER_CLASS", "granian")
+        return cls(
+            worker_class=worker_class,
+            threads=env_int("STOCKS_THREADS", 4),
+            timeout=env_float("STOCKS_TIMEOUT", 30.0),
+            header_timeout=env_float("STOCKS_HEADER_TIMEOUT", 10.0),
+            body_timeout=env_float("STOCKS_BODY_TIMEOUT", 10.0),
+            access_log=env_str("STOCKS_ACCESS_LOG", "") == "1",
+        )
 
 
 def default_workers() -> int:
@@ -34,14 +69,14 @@ def _post_fork(server, worker) -> None:
 
 
 def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
-    """The settings both the real server and the benchmark's naive peer run with."""
-    worker_class = env_str("STOCKS_WORKER_CLASS", "gthread")
+    """gunicorn's settings (both the real server and the benchmark's peers run with them)."""
+    settings = ServerSettings.from_env()
     options = {
         "bind": f"{host}:{port}",
         "workers": workers or default_workers(),
-        "worker_class": worker_class,
-        "timeout": env_int("STOCKS_TIMEOUT", 30),
-        "graceful_timeout": 10,
+        "worker_class": settings.worker_class,
+        "timeout": round(settings.timeout),
+        "graceful_timeout": GRACEFUL_SECONDS,
         "keepalive": 5,
         # gunicorn's largest request line: longer ones get a 414 from gunicorn itself
         # (in the API's JSON shape: write_json_error)
@@ -51,13 +86,13 @@ def gunicorn_options(host: str, port: int, workers: int | None = None) -> dict:
         # shared by every instance on a host, and not writable on a read-only root
         "control_socket_disable": True,
         "post_fork": _post_fork,
-        "accesslog": "-" if env_str("STOCKS_ACCESS_LOG", "") == "1" else None,
+        "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "stocks-api",
     }
-    if worker_class == "gthread":
-        options["threads"] = env_int("STOCKS_THREADS", 4)
+    if settings.worker_class == "gthread":
+        options["threads"] = settings.threads
     return options
 
 
@@ -95,16 +130,80 @@ class WsgiServer(BaseApplication):
         return self.app_factory()
 
 
-def run_wsgi(
+def buffered_front(app_factory: Callable[[], object], settings: ServerSettings) -> BufferedWsgi:
+    """Built in each granian worker process: its own app, Redis clients and thread pool."""
+    from stocks.api.app import MAX_BODY_BYTES  # noqa: PLC0415 - the app's own limit
+
+    limits = Limits(
+        threads=settings.threads,
+        body_timeout=settings.body_timeout,
+        request_timeout=settings.timeout,
+        max_body=MAX_BODY_BYTES,
+    )
+    return BufferedWsgi(app_factory(), limits)
+
+
+def in_worker(build: Callable[[], object]) -> object:
+    """Build the app in a new granian worker, which a SIGTERM may stop while it does.
+
+    The worker is forked with the master's signal handlers, which only flag the master;
+    until granian installs the worker's own, a SIGTERM would be lost and the worker
+    killed 10 s later. Nothing is in flight yet: the default action (exit) is right.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return build()
+
+
+def run_granian(
     app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
 ) -> int:
-    """Serve ``app_factory()`` until SIGINT/SIGTERM; returns the exit status."""
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415 - only when chosen
+    from granian.http import HTTP1Settings  # noqa: PLC0415
+    from granian.server import MPServer  # noqa: PLC0415
+
+    settings = ServerSettings.from_env()
+    native = settings.worker_class == "granian-wsgi"
+    server = MPServer(
+        "stocks",  # names the processes only: the app comes from the loader below
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI if native else Interfaces.RSGI,
+        workers=workers or default_workers(),
+        blocking_threads=settings.threads if native else 1,
+        http=HTTPModes.http1,
+        loop=Loops.uvloop,  # measured: ~10-30% more req/s than asyncio's own loop
+        websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout * 1000)),
+        log_access=settings.access_log,
+        workers_kill_timeout=GRACEFUL_SECONDS,
+    )
+    build = partial(app_factory) if native else partial(buffered_front, app_factory, settings)
+    try:
+        server.serve(target_loader=partial(in_worker, build), wrap_loader=False)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+def run_gunicorn(
+    app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
+) -> int:
     gunicorn_util.write_error = write_json_error  # workers fork from this process
     try:
         WsgiServer(app_factory, gunicorn_options(host, port, workers)).run()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
+
+
+def run_wsgi(
+    app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
+) -> int:
+    """Serve ``app_factory()`` until SIGINT/SIGTERM; returns the exit status."""
+    if ServerSettings.from_env().worker_class in GRANIAN_CLASSES:
+        return run_granian(app_factory, host, port, workers)
+    return run_gunicorn(app_factory, host, port, workers)
 
 
 def serve(host: str = "127.0.0.1", port: int = 5000, workers: int | None = None) -> int:
