@@ -45,6 +45,7 @@ WARMUP = float(os.environ.get("BENCH_WARMUP", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 MONTH = ("2017-06-01", "2017-06-30")
 SLOW_SOCKETS = 50
+ROUNDS = 3
 # (row name, STOCKS_WORKER_CLASS): the HTTP servers compared on the same app
 SERVERS = (
     ("granian + BufferedWsgi (default)", "granian"),
@@ -162,7 +163,7 @@ def start_server(kind: str, redis_url: str, probe: str, extra_env: dict | None =
     raise RuntimeError(f"{kind} server did not start")
 
 
-def measure(base: str, paths: list[str], cached: bool) -> LoadResult:
+def warm(base: str, paths: list[str], cached: bool) -> None:
     # Every worker has its own answer cache: warm until each worker has likely seen each
     # path (4 requests per worker and path: ~2% unseen), at most 20 s. Others: WARMUP s.
     wanted = 4 * default_workers() * len(paths) if cached else 0
@@ -171,6 +172,9 @@ def measure(base: str, paths: list[str], cached: bool) -> LoadResult:
         done += run_load(base, paths, duration=WARMUP, connections=CONNECTIONS).requests
         if done >= wanted:
             break
+
+
+def measure(base: str, paths: list[str]) -> LoadResult:
     result = run_load(base, paths, duration=DURATION, connections=CONNECTIONS)
     if result.errors:
         raise RuntimeError(f"{result.errors} failed requests against {base}")
@@ -188,11 +192,9 @@ def run() -> str:
             symbols, source = load_data(server.url)
             full = [f"/tickers/{s}/prices" for s in symbols]
             month = [f"/tickers/{s}/prices?start={MONTH[0]}&end={MONTH[1]}" for s in symbols]
-            results: dict[tuple[str, str], LoadResult] = {}
             both = (("5 years", full), ("1 month", month))
-            slow: dict[str, tuple[float, float, int]] = {}
+            results, slow = compare_servers(server.url, both, month[0])
             configs = [
-                *((name, "ours", {"STOCKS_WORKER_CLASS": cls}, both) for name, cls in SERVERS),
                 ("ours, cache off", "ours", {"STOCKS_API_CACHE_MB": "0"}, both),
                 ("naive", "naive", {}, both),
                 ("bare server, fixed 2.5 KB", "static", {}, (("1 month", month),)),
@@ -201,16 +203,39 @@ def run() -> str:
                 proc, base = start_server(kind, server.url, month[0], env)
                 try:
                     for label, paths in ranges:
-                        results[(name, label)] = measure(
-                            base, paths, kind == "ours" and not env.get("STOCKS_API_CACHE_MB")
-                        )
-                    if name in dict(SERVERS):
-                        slow[name] = slow_clients_effect(base, month[0])
+                        warm(base, paths, cached=False)
+                        results[(name, label)] = measure(base, paths)
                 finally:
                     stop_process(proc)
         finally:
             server.stop()
     return report(results, slow, source, load_before)
+
+
+def compare_servers(redis_url: str, ranges, probe: str):
+    """Our app under each server, all running at once and measured in turns (ABCABC...):
+    the machine's load drifts, so each figure is the median of ROUNDS turns."""
+    procs, bases = [], {}
+    try:
+        for name, worker_class in SERVERS:
+            env = {"STOCKS_WORKER_CLASS": worker_class}
+            proc, bases[name] = start_server("ours", redis_url, probe, env)
+            procs.append(proc)
+            for _, paths in ranges:
+                warm(bases[name], paths, cached=True)
+        turns: dict[tuple[str, str], list[LoadResult]] = {}
+        for _ in range(ROUNDS):
+            for name, base in bases.items():
+                for label, paths in ranges:
+                    turns.setdefault((name, label), []).append(measure(base, paths))
+        results = {
+            key: sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for key, runs in turns.items()
+        }
+        slow = {name: slow_clients_effect(base, probe) for name, base in bases.items()}
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    return results, slow
 
 
 def slow_clients_effect(base: str, path: str) -> tuple[float, float, int]:
@@ -264,7 +289,9 @@ def report(
         "",
         "### HTTP servers on the same app",
         "",
-        f"`stocks serve` under each STOCKS_WORKER_CLASS, {default_workers()} workers. Slow "
+        f"`stocks serve` under each STOCKS_WORKER_CLASS, {default_workers()} workers, all "
+        f"three running at once and measured in turns: each figure is the median of {ROUNDS} "
+        "turns (the load of a shared machine drifts within a run). Slow "
         f"sockets: {SLOW_SOCKETS} open at once (a third trickling a header line a second, "
         "a third a POST whose body never comes, a third idle); p50 of 20 one-month GETs made "
         "one after another on new connections, a failure (error or no answer within 2 s) "

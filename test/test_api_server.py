@@ -223,24 +223,31 @@ def create_sleepy_app():
     return app
 
 
-def test_sigterm_lets_a_request_in_flight_finish():
+def start_sleepy_server(**env_extra: str) -> tuple[int, subprocess.Popen]:
+    """``create_sleepy_app`` under ``stocks.api.server.run_wsgi``, one worker."""
     port = free_port()
     code = (
         "import sys; from stocks.api.server import run_wsgi; "
         "from test_api_server import create_sleepy_app; "
         f"sys.exit(run_wsgi(create_sleepy_app, '127.0.0.1', {port}, 1))"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), **env_extra}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(port, "/?0")[0] == 200:
+                return port, proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_server(proc)
+                raise RuntimeError("the sleepy server did not start") from None
+            time.sleep(0.1)
+
+
+def test_sigterm_lets_a_request_in_flight_finish():
+    port, proc = start_sleepy_server()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert get(port, "/?0")[0] == 200
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/?1.5")
         time.sleep(0.3)  # the request is in the app now
@@ -248,5 +255,18 @@ def test_sigterm_lets_a_request_in_flight_finish():
         resp = conn.getresponse()
         assert (resp.status, resp.read()) == (200, b"finished")
         assert proc.wait(timeout=15) == 0
+    finally:
+        stop_server(proc)
+
+
+def test_a_request_over_the_time_limit_answers_503_json():
+    port, proc = start_sleepy_server(STOCKS_TIMEOUT="1")
+    try:
+        started = time.monotonic()
+        status, headers, body = get(port, "/?4")
+        assert status == 503 and headers["content-type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == "timeout"
+        assert time.monotonic() - started < 3.5  # not the 4 s the app would take
+        assert get(port, "/?0")[0] == 200  # the server goes on
     finally:
         stop_server(proc)
