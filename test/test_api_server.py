@@ -50,22 +50,23 @@ def bars():
 def start_server(redis_url: str, **env_extra: str) -> tuple[int, subprocess.Popen]:
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_API_KEYS": KEY, **env_extra}
-    proc = subprocess.Popen(
-        [str(STOCKS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "3"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    command = [str(STOCKS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "3"]
+    return port, started(command, env, port, "/health")
+
+
+def started(command: list[str], env: dict, port: int, probe: str) -> subprocess.Popen:
+    """Run ``command`` until ``probe`` on ``port`` answers 200 (at most 30 s)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while True:
         try:
-            if get(port, "/health")[0] == 200:
-                return port, proc
+            if get(port, probe)[0] == 200:
+                return proc
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("stocks serve did not start: " + proc.stderr.read().decode())
+            raise RuntimeError(f"{command[:3]} did not start: " + proc.stderr.read().decode())
         time.sleep(0.1)
 
 
@@ -232,17 +233,7 @@ def start_sleepy_server(**env_extra: str) -> tuple[int, subprocess.Popen]:
         f"sys.exit(run_wsgi(create_sleepy_app, '127.0.0.1', {port}, 1))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), **env_extra}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if get(port, "/?0")[0] == 200:
-                return port, proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop_server(proc)
-                raise RuntimeError("the sleepy server did not start") from None
-            time.sleep(0.1)
+    return port, started([sys.executable, "-c", code], env, port, "/?0")
 
 
 def test_sigterm_lets_a_request_in_flight_finish():
