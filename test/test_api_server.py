@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import business_days
+from conftest import business_days, wait_for
 
 from stocks import storage
 from stocks.redis_server import free_port
@@ -261,3 +261,18 @@ def test_a_request_over_the_time_limit_answers_503_json():
         assert get(port, "/?0")[0] == 200  # the server goes on
     finally:
         stop_server(proc)
+
+
+def test_workers_stop_when_the_master_is_killed(redis_url):
+    port, proc = start_server(redis_url)
+    proc.kill()  # SIGKILL: the master cannot pass anything on to its workers
+    proc.wait()
+
+    def port_closed() -> bool:
+        try:
+            get(port, "/health")
+        except OSError:
+            return True
+        return False
+
+    wait_for(port_closed, timeout=20, what="workers gone with their master")

@@ -21,8 +21,10 @@ to send its headers and its body), STOCKS_ACCESS_LOG (1 to log each request).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +38,7 @@ from stocks.config import env_float, env_int, env_str, reset_clients
 
 GRANIAN_CLASSES = ("granian", "granian-wsgi")
 GRACEFUL_SECONDS = 10
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -143,15 +146,22 @@ def buffered_front(app_factory: Callable[[], object], settings: ServerSettings) 
     return BufferedWsgi(app_factory(), limits)
 
 
-def in_worker(build: Callable[[], object]) -> object:
-    """Build the app in a new granian worker, which a SIGTERM may stop while it does.
+def in_worker(build: Callable[[], object], master_pid: int) -> object:
+    """Build the app in a new granian worker, tied to its master's life.
 
     The worker is forked with the master's signal handlers, which only flag the master;
     until granian installs the worker's own, a SIGTERM would be lost and the worker
     killed 10 s later. Nothing is in flight yet: the default action (exit) is right.
+    A granian worker does not notice its master's death by itself (gunicorn's do): a
+    master killed with SIGKILL would leave workers serving the port, so the kernel is
+    asked to send the worker SIGTERM when its parent dies.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != master_pid:  # it died before prctl: nobody will signal us
+        os._exit(0)
     return build()
 
 
@@ -180,7 +190,7 @@ def run_granian(
     )
     build = partial(app_factory) if native else partial(buffered_front, app_factory, settings)
     try:
-        server.serve(target_loader=partial(in_worker, build), wrap_loader=False)
+        server.serve(target_loader=partial(in_worker, build, os.getpid()), wrap_loader=False)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
