@@ -5,18 +5,19 @@ Default (STOCKS_WORKER_CLASS=granian): granian's Rust HTTP server, one process p
 granian under a timeout, the body by its event loop under a size limit and a deadline,
 and only a complete request takes one of the worker's threads. A slow, idle or stalled
 client therefore holds a socket, never a thread. Measured on 2 busy cores against
-gunicorn gthread in one run (bench/RESULTS.md, section api): about 2x the requests per
-second, and normal GETs keep answering while 50 slow sockets are open, where gunicorn
-stops answering. granian's own WSGI mode (``granian-wsgi``, kept for the benchmark)
-is as fast but hands a request to a thread before its body is read.
+gunicorn gthread in the same runs (bench/RESULTS.md, section api): 2.0-2.9x the requests
+per second, and normal GETs keep answering while 50 slow sockets are open, where
+gunicorn's fail. granian's own WSGI mode (``granian-wsgi``, kept for the benchmark, no
+body or time limits of ours) is about as fast but hands a request to a thread before
+its body is read.
 
 gunicorn (``gthread`` or ``sync``) stays selectable: cores + 1 pre-forked processes,
 the app built once in the master and forked (``reset_clients`` in ``post_fork``).
 
-Knobs (environment): STOCKS_WORKER_CLASS (granian|granian-wsgi|gthread|sync),
-STOCKS_THREADS (per worker, 4), STOCKS_TIMEOUT (per-request
-limit, seconds), STOCKS_HEADER_TIMEOUT and STOCKS_BODY_TIMEOUT (seconds a client may take
-to send its headers and its body), STOCKS_ACCESS_LOG (1 to log each request).
+Knobs (environment, read in ``ServerSettings.from_env``): STOCKS_WORKER_CLASS
+(granian|granian-wsgi|gthread|sync), STOCKS_THREADS (per worker, 4), STOCKS_TIMEOUT
+(per-request limit, seconds), STOCKS_HEADER_TIMEOUT and STOCKS_BODY_TIMEOUT (seconds a
+client may take to send its headers and its body), STOCKS_ACCESS_LOG (1: log requests).
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def in_worker(build: Callable[[], object], master_pid: int) -> object:
 
 def run_granian(
     app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
-) -> int:
+) -> None:
     from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415 - only when chosen
     from granian.http import HTTP1Settings  # noqa: PLC0415
     from granian.server import MPServer  # noqa: PLC0415
@@ -188,32 +189,27 @@ def run_granian(
         log_access=settings.access_log,
         workers_kill_timeout=GRACEFUL_SECONDS,
     )
-    build = partial(app_factory) if native else partial(buffered_front, app_factory, settings)
-    try:
-        server.serve(target_loader=partial(in_worker, build, os.getpid()), wrap_loader=False)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    build = app_factory if native else partial(buffered_front, app_factory, settings)
+    server.serve(target_loader=partial(in_worker, build, os.getpid()), wrap_loader=False)
 
 
 def run_gunicorn(
     app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
-) -> int:
+) -> None:
     gunicorn_util.write_error = write_json_error  # workers fork from this process
-    try:
-        WsgiServer(app_factory, gunicorn_options(host, port, workers)).run()
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0
+    WsgiServer(app_factory, gunicorn_options(host, port, workers)).run()
 
 
 def run_wsgi(
     app_factory: Callable[[], object], host: str, port: int, workers: int | None = None
 ) -> int:
     """Serve ``app_factory()`` until SIGINT/SIGTERM; returns the exit status."""
-    if ServerSettings.from_env().worker_class in GRANIAN_CLASSES:
-        return run_granian(app_factory, host, port, workers)
-    return run_gunicorn(app_factory, host, port, workers)
+    granian = ServerSettings.from_env().worker_class in GRANIAN_CLASSES
+    try:
+        (run_granian if granian else run_gunicorn)(app_factory, host, port, workers)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
 
 
 def serve(host: str = "127.0.0.1", port: int = 5000, workers: int | None = None) -> int:
