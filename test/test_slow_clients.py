@@ -6,6 +6,7 @@ a thread to a request before its headers and body are in would time out every GE
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import sys
@@ -77,3 +78,30 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(slow_server):
     status, error = post_partial_body(slow_server, 10_000_000)
     assert status.startswith(b"HTTP/1.1 413 ") and error["status"] == 413
     assert time.monotonic() - started < 1.5  # at once, not after the 2 s body timeout
+
+
+def test_chunked_bodies_are_read_whole_and_bounded(slow_server):
+    def post_chunked(chunks: list[bytes]) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", slow_server, timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/jobs",
+                body=iter(chunks),
+                encode_chunked=True,
+                headers={"Content-Type": "application/json"},
+            )
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())["error"]
+        finally:
+            conn.close()
+
+    status, error = post_chunked([b'{"symbols": ', b'"not a list"}'])
+    assert status == 400 and error["status"] == 400  # the app saw the whole body
+    status, error = post_chunked([b"x" * 40_000, b"x" * 40_000])
+    assert status == 413 and error["code"] == "payload_too_large"
+
+
+def test_a_non_ascii_path_is_a_json_404(slow_server):
+    status, headers, body = get(slow_server, "/tickers/%C3%A9%FF/prices")
+    assert status == 404 and json.loads(body)["error"]["status"] == 404
