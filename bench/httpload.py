@@ -15,10 +15,12 @@ Non-2xx answers and socket errors are counted in ``errors``; a benchmark should 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -220,3 +222,106 @@ def _run_python(
     errors = sum(e for _, e, _ in results)
     p50, p99 = (float(np.percentile(lat, q)) for q in (50, 99)) if len(lat) else (0.0, 0.0)
     return LoadResult(count, seconds, p50, p99, errors, "python")
+
+
+# --- slow clients ----------------------------------------------------------------------
+
+SLOW_KINDS = ("trickle", "stalled-body", "idle")
+
+
+class SlowClients:
+    """Sockets that each hold a server's attention without ever finishing a request.
+
+    ``count`` sockets, split evenly over: ``trickle`` (request headers, one more line
+    every ``interval`` s, never the blank line that ends them), ``stalled-body`` (a POST
+    whose headers promise a body that never comes), ``idle`` (connected, silent). Use as
+    a context manager; ``closed()`` counts the sockets the server has since closed.
+    """
+
+    def __init__(self, base_url: str, count: int = 50, interval: float = 1.0):
+        parts = urlsplit(base_url)
+        self.address = (parts.hostname, parts.port)
+        self.count = count
+        self.interval = interval
+        self.sockets: dict[str, list[socket.socket]] = {kind: [] for kind in SLOW_KINDS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+
+    def __enter__(self) -> SlowClients:
+        host = f"{self.address[0]}:{self.address[1]}"
+        for i in range(self.count):
+            kind = SLOW_KINDS[i % len(SLOW_KINDS)]
+            sock = socket.create_connection(self.address, timeout=5)
+            if kind == "trickle":
+                sock.sendall(f"GET /tickers HTTP/1.1\r\nHost: {host}\r\n".encode())
+            elif kind == "stalled-body":
+                sock.sendall(
+                    f"POST /jobs HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 1000\r\n\r\n{".encode()
+                )
+            self.sockets[kind].append(sock)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        for socks in self.sockets.values():
+            for sock in socks:
+                sock.close()
+
+    def _trickle(self) -> None:
+        n = 0
+        while not self._stop.wait(self.interval):
+            n += 1
+            for sock in self.sockets["trickle"]:
+                # OSError: closed by the server, as it should do eventually
+                with contextlib.suppress(OSError):
+                    sock.sendall(f"X-Slow-{n}: {n}\r\n".encode())
+
+    def closed(self) -> dict[str, int]:
+        """Per kind, how many sockets the server has closed (EOF or reset seen)."""
+        out = {}
+        for kind, socks in self.sockets.items():
+            out[kind] = 0
+            for sock in socks:
+                try:
+                    sock.setblocking(False)
+                    while data := sock.recv(65536):
+                        del data  # an error answer before the close, e.g. 408
+                    out[kind] += 1  # b"": the server closed it
+                except BlockingIOError:
+                    pass  # still open
+                except OSError:
+                    out[kind] += 1
+                finally:
+                    sock.setblocking(True)
+        return out
+
+
+def probe_latency(
+    base_url: str, path: str, count: int = 20, timeout: float = 2.0
+) -> tuple[float, int]:
+    """``count`` GETs one after another, each on a new connection: (p50 ms, failures).
+
+    A request that fails or takes over ``timeout`` counts as ``timeout`` in the p50."""
+    parts = urlsplit(base_url)
+    times, failures = [], 0
+    for _ in range(count):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            ok = resp.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+        finally:
+            conn.close()
+        elapsed = time.perf_counter() - t0
+        if not ok:
+            failures += 1
+            elapsed = max(elapsed, timeout)
+        times.append(elapsed * 1e3)
+    return float(np.percentile(times, 50)), failures

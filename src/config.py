@@ -51,9 +51,11 @@ class Settings:
     analytics_cache: int = _env("STOCKS_ANALYTICS_CACHE", default=128)
     indicator_cache: int = _env("STOCKS_INDICATOR_CACHE", default=32)
     # the HTTP server
-    worker_class: str = _env("STOCKS_WORKER_CLASS", default="gthread")
+    worker_class: str = _env("STOCKS_WORKER_CLASS", default="granian")
     threads: int = _env("STOCKS_THREADS", default=4)
-    timeout: int = _env("STOCKS_TIMEOUT", default=30)
+    timeout: float = _env("STOCKS_TIMEOUT", default=30.0)
+    header_timeout: float = _env("STOCKS_HEADER_TIMEOUT", default=10.0)
+    body_timeout: float = _env("STOCKS_BODY_TIMEOUT", default=10.0)
     access_log: bool = _env("STOCKS_ACCESS_LOG", default=False)
     # the queue-depth autoscaler (stocks autoscale)
     autoscale_min: int = _env("STOCKS_AUTOSCALE_MIN", default=1)

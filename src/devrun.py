@@ -163,9 +163,9 @@ def run(settings: Settings, host: str, port: int) -> int:
     try:
         load_if_empty(settings)
         # Each child in its own process group: Ctrl-C reaches only this process, which
-        # then stops each child with one SIGTERM. A gunicorn gthread worker that gets the
-        # terminal's SIGINT and its master's signal as well can deadlock in its own
-        # shutdown until the master kills it 10 s later.
+        # then stops each child with one SIGTERM (the server's master passes it on to its
+        # workers, which finish the requests in flight). A server worker that got the
+        # terminal's SIGINT and its master's signal as well could stall in its shutdown.
         env = env_with_redis(settings.redis_url)
         api = subprocess.Popen(
             stocks_command("serve", "--host", host, "--port", str(port)), process_group=0, env=env

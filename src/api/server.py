@@ -1,28 +1,43 @@
-"""``stocks serve``: the API under gunicorn, started from Python (no config file).
+"""``stocks serve``: the API under granian (default) or gunicorn, started from Python.
 
-Worker model: gthread, cores + 1 pre-forked processes with 4 threads each. Unlike
-gunicorn's sync worker it keeps HTTP connections alive (small answers: no connect per
-request), and threads overlap Redis round trips. Measured on 2 busy shared cores with
-wrk and 16 connections: gthread 3x4 beat sync x5 on one-month answers (~2,200 vs ~1,600
-req/s) with a much lower p99, and fewer processes also mean fewer answer caches to warm.
-The app is built once in the master (``preload_app``) and forked; each worker then drops
-the Redis clients it inherited (``reset_clients`` in ``post_fork``) so no socket is
-shared between processes.
+Default (STOCKS_WORKER_CLASS=granian): granian's Rust HTTP server, one process per core
++ 1, each running the Flask app through ``BufferedWsgi`` (RSGI): headers are read by
+granian under a timeout, the body by its event loop under a size limit and a deadline,
+and only a complete request takes one of the worker's threads. A slow, idle or stalled
+client therefore holds a socket, never a thread. Measured on 2 busy cores against
+gunicorn gthread in the same runs (bench/RESULTS.md, section api): 2.0-2.9x the requests
+per second, and normal GETs keep answering while 50 slow sockets are open, where
+gunicorn's fail. granian's own WSGI mode (``granian-wsgi``, kept for the benchmark, no
+body or time limits of ours) is about as fast but hands a request to a thread before
+its body is read.
 
-Knobs (``Settings``): worker_class (gthread|sync), threads (per worker), timeout (seconds),
-access_log (log each request).
+gunicorn (``gthread`` or ``sync``) stays selectable: cores + 1 pre-forked processes,
+the app built once in the master and forked (``reset_clients`` in ``post_fork``).
+
+Knobs (``Settings``): worker_class (granian|granian-wsgi|gthread|sync), threads (per
+worker, 4), timeout (per-request limit, seconds), header_timeout and body_timeout (seconds
+a client may take to send its headers and its body), access_log (log requests).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable
+from functools import partial
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
+from stocks.api.buffered_wsgi import BufferedWsgi, Limits
 from stocks.api.errors import error_body, http_error_code
 from stocks.config import Settings, reset_clients
+
+GRANIAN_CLASSES = ("granian", "granian-wsgi")
+GRACEFUL_SECONDS = 10
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def default_workers() -> int:
@@ -34,14 +49,13 @@ def _post_fork(server, worker) -> None:
 
 
 def gunicorn_options(settings: Settings, host: str, port: int, workers: int | None = None) -> dict:
-    """The settings both the real server and the benchmark's naive peer run with."""
-    worker_class = settings.worker_class
+    """gunicorn's settings (both the real server and the benchmark's peers run with them)."""
     options = {
         "bind": f"{host}:{port}",
         "workers": workers or default_workers(),
-        "worker_class": worker_class,
-        "timeout": settings.timeout,
-        "graceful_timeout": 10,
+        "worker_class": settings.worker_class,
+        "timeout": round(settings.timeout),
+        "graceful_timeout": GRACEFUL_SECONDS,
         "keepalive": 5,
         # gunicorn's largest request line: longer ones get a 414 from gunicorn itself
         # (in the API's JSON shape: write_json_error)
@@ -56,7 +70,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int | No
         "loglevel": "info",
         "proc_name": "stocks-api",
     }
-    if worker_class == "gthread":
+    if settings.worker_class == "gthread":
         options["threads"] = settings.threads
     return options
 
@@ -95,6 +109,79 @@ class WsgiServer(BaseApplication):
         return self.app_factory()
 
 
+def buffered_front(app_factory: Callable[[], object], settings: Settings) -> BufferedWsgi:
+    """Built in each granian worker process: its own app, Redis clients and thread pool."""
+    from stocks.api.app import MAX_BODY_BYTES  # noqa: PLC0415 - the app's own limit
+
+    limits = Limits(
+        threads=settings.threads,
+        body_timeout=settings.body_timeout,
+        request_timeout=settings.timeout,
+        max_body=MAX_BODY_BYTES,
+    )
+    return BufferedWsgi(app_factory(), limits)
+
+
+def in_worker(build: Callable[[], object], master_pid: int) -> object:
+    """Build the app in a new granian worker, tied to its master's life.
+
+    The worker is forked with the master's signal handlers, which only flag the master;
+    until granian installs the worker's own, a SIGTERM would be lost and the worker
+    killed 10 s later. Nothing is in flight yet: the default action (exit) is right.
+    A granian worker does not notice its master's death by itself (gunicorn's do): a
+    master killed with SIGKILL would leave workers serving the port, so the kernel is
+    asked to send the worker SIGTERM when its parent dies.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != master_pid:  # it died before prctl: nobody will signal us
+        os._exit(0)
+    return build()
+
+
+def run_granian(
+    settings: Settings,
+    app_factory: Callable[[], object],
+    host: str,
+    port: int,
+    workers: int | None = None,
+) -> None:
+    from granian.constants import HTTPModes, Interfaces, Loops  # noqa: PLC0415 - only when chosen
+    from granian.http import HTTP1Settings  # noqa: PLC0415
+    from granian.server import MPServer  # noqa: PLC0415
+
+    native = settings.worker_class == "granian-wsgi"
+    server = MPServer(
+        "stocks",  # names the processes only: the app comes from the loader below
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI if native else Interfaces.RSGI,
+        workers=workers or default_workers(),
+        blocking_threads=settings.threads if native else 1,
+        http=HTTPModes.http1,
+        loop=Loops.uvloop,  # measured: ~10-30% more req/s than asyncio's own loop
+        websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout * 1000)),
+        log_access=settings.access_log,
+        workers_kill_timeout=GRACEFUL_SECONDS,
+    )
+    build = app_factory if native else partial(buffered_front, app_factory, settings)
+    server.serve(target_loader=partial(in_worker, build, os.getpid()), wrap_loader=False)
+
+
+def run_gunicorn(
+    settings: Settings,
+    app_factory: Callable[[], object],
+    host: str,
+    port: int,
+    workers: int | None = None,
+) -> None:
+    gunicorn_util.write_error = write_json_error  # workers fork from this process
+    WsgiServer(app_factory, gunicorn_options(settings, host, port, workers)).run()
+
+
 def run_wsgi(
     settings: Settings,
     app_factory: Callable[[], object],
@@ -103,9 +190,9 @@ def run_wsgi(
     workers: int | None = None,
 ) -> int:
     """Serve ``app_factory()`` until SIGINT/SIGTERM; returns the exit status."""
-    gunicorn_util.write_error = write_json_error  # workers fork from this process
+    run = run_granian if settings.worker_class in GRANIAN_CLASSES else run_gunicorn
     try:
-        WsgiServer(app_factory, gunicorn_options(settings, host, port, workers)).run()
+        run(settings, app_factory, host, port, workers)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
@@ -116,4 +203,4 @@ def serve(
 ) -> int:
     from stocks.api.app import create_app  # noqa: PLC0415 - the master imports it once
 
-    return run_wsgi(settings, lambda: create_app(settings), host, port, workers)
+    return run_wsgi(settings, partial(create_app, settings), host, port, workers)
