@@ -7,6 +7,7 @@ The Yahoo cases live in test_loader_yahoo.py beside its replay fixtures.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import shutil
@@ -343,3 +344,35 @@ def test_an_unusual_tail_means_a_full_parse(tmp_path, text):
     path = tmp_path / "X.csv"
     path.write_text(text)
     assert last_bar(path) is None
+
+
+# --- the Kubernetes CronJob ----------------------------------------------------------
+
+
+def test_the_update_cronjob_is_valid_and_runs_like_the_load_job():
+    yaml = pytest.importorskip("yaml")
+    kv = pytest.importorskip("kubernetes_validate")
+    k8s = Path(__file__).resolve().parents[1] / "kubernetes"
+    cron = yaml.safe_load((k8s / "update-cronjob.yaml").read_text())
+    kv.validate(cron, kv.utils.latest_version(), strict=True)
+    spec = cron["spec"]
+    assert spec["schedule"] == "30 18 * * 1-5" and spec["timeZone"] == "America/New_York"
+    assert spec["concurrencyPolicy"] == "Forbid" and spec["startingDeadlineSeconds"] > 0
+    assert 0 < spec["successfulJobsHistoryLimit"] <= 5 and 0 < spec["failedJobsHistoryLimit"] <= 5
+
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    job = yaml.safe_load((k8s / "load" / "job.yaml").read_text())
+    load_pod = job["spec"]["template"]["spec"]
+    for key in ("securityContext", "automountServiceAccountToken", "restartPolicy", "volumes"):
+        assert pod[key] == load_pod[key], key
+    (container,) = pod["containers"]
+    (load_container,) = load_pod["containers"]
+    for key in ("image", "securityContext", "resources", "envFrom", "volumeMounts"):
+        assert container[key] == load_container[key], key
+
+    command, *argv = container["args"]
+    assert command == "stocks" and argv[0] == "load"
+    parser = argparse.ArgumentParser()
+    loader.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    assert (args.source, args.sp500, args.update) == ("yahoo", True, True)
