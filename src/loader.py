@@ -36,7 +36,7 @@ from tqdm import tqdm
 from stocks import constituents, storage
 from stocks.config import Settings, mask_url, redis_client, reset_clients
 from stocks.keys import STOCKS_DB
-from stocks.sources.csv import CsvRejected, RowWarning, parse_csv
+from stocks.sources.csv import CsvRejected, RowWarning, import_parser, parse_csv
 
 SOURCES = ("csv", "yahoo", "synthetic")
 PERIOD_RE = re.compile(r"^(\d{1,3}(d|wk|mo|y)|ytd|max)$")
@@ -277,6 +277,7 @@ def load_csv(
     progress: bool | None = None,
 ) -> Summary:
     jobs, failures = csv_jobs(settings.redis_url, directory, tickers)
+    import_parser()
     summary = run_tasks("csv", csv_task, jobs, workers or default_workers(), kind, progress)
     summary.failures.update(failures)
     return summary

@@ -36,7 +36,7 @@ from stocks.loader import (
     run_tasks,
     store_series,
 )
-from stocks.sources.csv import CsvRejected, last_bar, parse_csv
+from stocks.sources.csv import CsvRejected, import_parser, last_bar, parse_csv
 from stocks.storage import SeriesTail
 
 APPEND_TRIES = 3  # a concurrent write makes an append start again from the new tail
@@ -225,6 +225,8 @@ def update_csv(
     for symbol in sorted(set(stored) - set(symbols)):
         if tails.get(symbol) and tails[symbol].meta.get("source") == "csv":
             failures[symbol] = f"{symbol}: no {symbol}.csv in {directory} any more; {KEPT}"
+    if work:
+        import_parser()
     run_tasks("csv", csv_update_task, work, workers or default_workers(), kind, progress, summary)
     summary.failures.update(failures)
     summary.seconds = time.perf_counter() - started

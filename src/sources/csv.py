@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from stocks.storage import BAR_DTYPE, MISSING_VOLUME, from_day, to_day
 
@@ -61,6 +60,11 @@ class RowWarning:
 class ParsedCsv:
     bars: np.ndarray
     warnings: list[RowWarning] = field(default_factory=list)
+
+
+def import_parser() -> None:
+    """Import pandas now, before forking parse workers: each inherits it (~0.6 s saved each)."""
+    import pandas  # noqa: F401, PLC0415
 
 
 def parse_csv(path: Path | str) -> ParsedCsv:
@@ -143,6 +147,8 @@ def _ohlc_warnings(path: Path, bars: np.ndarray) -> list[RowWarning]:
 
 def _fast_parse(path: Path, data: bytes, header: list[str]) -> ParsedCsv | None:
     """Columns via pandas, or None when anything needs the line-by-line walk."""
+    import pandas as pd  # noqa: PLC0415 - ~0.6 s to import; an update with nothing new never parses
+
     names = header[: len(COLUMNS)]
     dtypes = dict(zip(names[1:], (F8, F8, F8, F8, I8), strict=True))
     try:
