@@ -198,7 +198,7 @@ def run() -> str:
             )
         updates = update_cases(server.url, client, settings)
         load_after = os.getloadavg()[0]
-    return _report(results, (load_before, load_after)) + _update_report(updates)
+    return _report(results, (load_before, load_after)) + "\n" + _update_report(updates)
 
 
 def _update_report(results: dict[str, tuple[float, float]]) -> str:

@@ -376,3 +376,17 @@ def test_the_update_cronjob_is_valid_and_runs_like_the_load_job():
     loader.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     assert (args.source, args.sp500, args.update) == ("yahoo", True, True)
+
+
+def test_the_api_sees_an_update_at_once(settings, client):
+    """Cached answers are keyed by data version: an append gives a new one."""
+    start, end = dt.date(2020, 1, 1), dt.date(2020, 3, 31)
+    loader.load_synthetic(settings, ["AAPL"], 4, start, end, 1, False)
+    path = "/tickers/AAPL/prices"
+    first = client.get(path).get_json()["prices"]
+    assert client.get(path).get_json()["prices"] == first  # served again, maybe from cache
+    summary = update.update_synthetic(settings, ["AAPL"], 4, dt.date(2020, 4, 30), 1, False)
+    assert summary.updated == {"AAPL": 22}
+    after = client.get(path).get_json()["prices"]
+    assert after[: len(first)] == first and len(after) == len(first) + 22
+    assert after[-1]["date"] == "2020-04-30"
