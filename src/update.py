@@ -212,8 +212,9 @@ def update_csv(
     jobs, failures = csv_jobs(settings.redis_url, directory, tickers)
     client = settings.redis(STOCKS_DB)
     symbols = [job[1] for job in jobs]
-    stored = storage.list_symbols(client) if tickers is None else []
-    tails = storage.read_tails(client, dict.fromkeys([*symbols, *stored]))
+    stored = set(storage.list_symbols(client))
+    gone = sorted(stored - set(symbols)) if tickers is None else []
+    tails = storage.read_tails(client, [*symbols, *gone])
     summary = UpdateSummary("csv")
     work = []
     for url, symbol, path in jobs:
@@ -222,7 +223,9 @@ def update_csv(
             summary.up_to_date.append(symbol)
         else:
             work.append((url, symbol, path, tail))
-    for symbol in sorted(set(stored) - set(symbols)):
+    for symbol in failures.keys() & stored:  # --tickers named a stored one without a file
+        failures[symbol] += f"; {KEPT}"
+    for symbol in gone:
         if tails.get(symbol) and tails[symbol].meta.get("source") == "csv":
             failures[symbol] = f"{symbol}: no {symbol}.csv in {directory} any more; {KEPT}"
     if work:

@@ -187,6 +187,11 @@ def test_a_ticker_gone_from_the_source_keeps_its_data_and_a_new_one_is_loaded_wh
     assert storage.get_meta(r0, "ZTS") == zts
     assert storage.list_symbols(r0) == ["AAPL", "MSFT", "ZTS"]
 
+    summary = csv_update(settings, second, tickers=["zts", "MSFT"])
+    assert summary.up_to_date == ["MSFT"]
+    assert summary.failures == {"ZTS": f"zts: no file zts.csv in {second}; stored data kept"}
+    assert storage.get_meta(r0, "ZTS") == zts
+
 
 @needs_shared
 def test_json_and_human_summaries_name_every_outcome(tmp_path, settings, r0, capsys):
