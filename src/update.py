@@ -187,11 +187,11 @@ def csv_update_task(url: str, symbol: str, path: str, tail: SeriesTail | None) -
         return _failed(symbol, tail, str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad ticker must not stop the others
         return _failed(symbol, tail, f"{Path(path).name}: {type(exc).__name__}: {exc}")
-    if outcome.status == "updated" and tail is not None:
-        since = tail.meta["last_date"]  # only the appended rows' warnings are news
-        outcome.warnings = [w for w in parsed.warnings if w.date > since]
-    else:
+    if outcome.status in ("new", "reloaded"):
         outcome.warnings = parsed.warnings
+    elif outcome.status == "updated":  # only the appended rows' warnings are news
+        first_new = storage.from_day(parsed.bars["date"][-outcome.rows]).isoformat()
+        outcome.warnings = [w for w in parsed.warnings if w.date >= first_new]
     return outcome
 
 

@@ -395,3 +395,25 @@ def test_the_api_sees_an_update_at_once(settings, client):
     after = client.get(path).get_json()["prices"]
     assert after[: len(first)] == first and len(after) == len(first) + 22
     assert after[-1]["date"] == "2020-04-30"
+
+
+@needs_shared
+def test_only_the_appended_rows_warnings_are_reported(tmp_path, settings, r0):
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for sym in ("AAPL", "O"):  # O has empty cells and odd rows in 2014-2016
+        truncate(SP500_DIR / f"{sym}.csv", cut / f"{sym}.csv", 3)
+    assert len(loader.load_csv(settings, cut, workers=1, progress=False).warnings) == 4
+    source = copy_files(["AAPL", "O"], tmp_path / "source")
+    lines = (source / "AAPL.csv").read_text().splitlines(keepends=True)
+    cells = lines[-1].split(",")
+    cells[1] = ""  # the newest row's open is missing
+    lines[-1] = ",".join(cells)
+    (source / "AAPL.csv").write_text("".join(lines))
+
+    summary = csv_update(settings, source, workers=1)
+    assert summary.updated == {"AAPL": 3, "O": 3}
+    assert [(w.file, w.date, w.kind) for w in summary.warnings] == [
+        ("AAPL.csv", "2018-02-07", "missing")
+    ]
+    assert np.isnan(storage.read_bars(r0, "AAPL")["open"][-1])
