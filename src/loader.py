@@ -9,7 +9,8 @@ lets overlap, come close: bench/bench_load.py measures both); Yahoo requests and
 walks in threads. Each worker writes its own series (measured faster than shipping bars
 back for the parent to write), so the parent only collects small outcomes.
 The end is a summary (loaded, rejected with reason, warnings) and an exit code:
-0 all loaded, 1 some failed (named), 2 usage error.
+0 all loaded, 1 some failed (named), 2 usage error. ``--update`` (``stocks.update``)
+appends only what is newer than each stored ticker's last day, with the same exit codes.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ from tqdm import tqdm
 from stocks import constituents, storage
 from stocks.config import Settings, mask_url, redis_client, reset_clients
 from stocks.keys import STOCKS_DB
-from stocks.sources.csv import CsvRejected, RowWarning, parse_csv
+from stocks.sources.csv import CsvRejected, RowWarning, import_parser, parse_csv
 
 SOURCES = ("csv", "yahoo", "synthetic")
 PERIOD_RE = re.compile(r"^(\d{1,3}(d|wk|mo|y)|ytd|max)$")
 MAX_PRINTED_WARNINGS = 20
+UPDATE_SPAN = ("--start", "--end", "--period")
 
 
 class UsageError(Exception):
@@ -54,6 +56,8 @@ class Outcome:
     rows: int = 0
     error: str | None = None
     warnings: list[RowWarning] = field(default_factory=list)
+    status: str = "loaded"  # an update's: updated, current, reloaded, new (stocks.update)
+    reason: str | None = None  # why a ticker was reloaded or loaded whole
 
 
 @dataclass
@@ -79,32 +83,51 @@ class Summary:
             self.failures[outcome.symbol] = outcome.error
         self.warnings.extend(outcome.warnings)
 
+    def counts(self) -> dict[str, int]:
+        return {"loaded": len(self.loaded), "rows": self.rows, "rejected": len(self.failures)}
+
+    def details(self) -> dict:
+        """What a kind of run adds to the JSON summary after the counts."""
+        return {}
+
     def to_dict(self) -> dict:
         return {
             "source": self.source,
-            "loaded": len(self.loaded),
-            "rows": self.rows,
-            "rejected": len(self.failures),
+            **self.counts(),
             "seconds": round(self.seconds, 3),
-            "failures": [{"symbol": s, "reason": r} for s, r in sorted(self.failures.items())],
-            "warnings": [
-                {"file": w.file, "date": w.date, "kind": w.kind, "detail": w.detail}
-                for w in self.warnings
-            ],
+            **self.details(),
+            "failures": self.failure_dicts(),
+            "warnings": self.warning_dicts(),
         }
 
-    def lines(self, max_warnings: int = MAX_PRINTED_WARNINGS) -> list[str]:
-        out = [
+    def headline(self) -> str:
+        return (
             f"loaded {len(self.loaded)} tickers ({self.rows} rows) from {self.source} "
             f"in {self.seconds:.1f} s; {len(self.failures)} rejected; "
             f"{len(self.warnings)} warnings"
-        ]
-        out += [f"rejected {sym}: {reason}" for sym, reason in sorted(self.failures.items())]
+        )
+
+    def detail_lines(self) -> list[str]:
+        return [f"rejected {sym}: {reason}" for sym, reason in sorted(self.failures.items())]
+
+    def lines(self, max_warnings: int = MAX_PRINTED_WARNINGS) -> list[str]:
+        return [self.headline(), *self.detail_lines(), *self.warning_lines(max_warnings)]
+
+    def warning_lines(self, max_warnings: int = MAX_PRINTED_WARNINGS) -> list[str]:
         shown = sorted(self.warnings, key=lambda w: (w.file, w.date))[:max_warnings]
-        out += [f"warning {w}" for w in shown]
+        out = [f"warning {w}" for w in shown]
         if len(self.warnings) > len(shown):
             out.append(f"... and {len(self.warnings) - len(shown)} more warnings (see --json)")
         return out
+
+    def failure_dicts(self) -> list[dict]:
+        return [{"symbol": s, "reason": r} for s, r in sorted(self.failures.items())]
+
+    def warning_dicts(self) -> list[dict]:
+        return [
+            {"file": w.file, "date": w.date, "kind": w.kind, "detail": w.detail}
+            for w in self.warnings
+        ]
 
 
 # --- the tasks (module level so a process pool can run them) ---------------------------
@@ -115,7 +138,7 @@ def _meta(symbol: str, source: str) -> dict:
     return {"name": name, "sector": sector, "source": source}
 
 
-def _store(url: str, symbol: str, bars, source: str) -> int:
+def store_series(url: str, symbol: str, bars, source: str) -> int:
     storage.replace_series(redis_client(url, STOCKS_DB), symbol, bars, _meta(symbol, source))
     return len(bars)
 
@@ -123,7 +146,8 @@ def _store(url: str, symbol: str, bars, source: str) -> int:
 def csv_task(url: str, symbol: str, path: str) -> Outcome:
     try:
         parsed = parse_csv(path)
-        return Outcome(symbol, _store(url, symbol, parsed.bars, "csv"), warnings=parsed.warnings)
+        rows = store_series(url, symbol, parsed.bars, "csv")
+        return Outcome(symbol, rows, warnings=parsed.warnings)
     except CsvRejected as exc:
         return Outcome(symbol, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad ticker must not stop the others
@@ -135,7 +159,7 @@ def yahoo_task(url: str, symbol: str, span, session, policy) -> Outcome:
 
     try:
         bars = yahoo.fetch(symbol, span, session=session, policy=policy)
-        return Outcome(symbol, _store(url, symbol, bars, "yahoo"))
+        return Outcome(symbol, store_series(url, symbol, bars, "yahoo"))
     except yahoo.YahooFailure as exc:
         return Outcome(symbol, error=str(exc))
     except Exception as exc:  # noqa: BLE001
@@ -149,7 +173,7 @@ def synthetic_task(
 
     try:
         bars = synthetic.random_walk(symbol, seed, end=end, start=start)
-        return Outcome(symbol, _store(url, symbol, bars, "synthetic"))
+        return Outcome(symbol, store_series(url, symbol, bars, "synthetic"))
     except Exception as exc:  # noqa: BLE001
         return Outcome(symbol, error=f"{symbol}: {type(exc).__name__}: {exc}")
 
@@ -175,10 +199,11 @@ def run_tasks(
     workers: int,
     kind: str = "thread",
     progress: bool | None = None,
+    summary: Summary | None = None,
 ) -> Summary:
     """Run ``task(*job)`` for every job, ``workers`` at a time, and sum up the outcomes."""
     jobs = list(jobs)
-    summary = Summary(source)
+    summary = summary or Summary(source)
     started = time.perf_counter()
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=len(jobs), unit="ticker", disable=not show, file=sys.stderr) as bar:
@@ -201,9 +226,21 @@ def default_workers() -> int:
 
 
 def csv_jobs(
-    url: str, directory: Path, tickers: list[str] | None
+    url: str, directory: Path | str, tickers: list[str] | None
 ) -> tuple[list[tuple], dict[str, str]]:
     """(jobs, failures): one job per file to load; a ticker without a file is a failure."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"--path {directory}: not a directory")
+    jobs, failures = _csv_files(url, directory, tickers)
+    if not jobs and not failures:
+        raise UsageError(f"--path {directory}: no .csv files in it")
+    return jobs, failures
+
+
+def _csv_files(
+    url: str, directory: Path, tickers: list[str] | None
+) -> tuple[list[tuple], dict[str, str]]:
     jobs: list[tuple] = []
     failures: dict[str, str] = {}
     if tickers is None:
@@ -239,15 +276,22 @@ def load_csv(
     kind: str = "process",
     progress: bool | None = None,
 ) -> Summary:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise UsageError(f"--path {directory}: not a directory")
     jobs, failures = csv_jobs(settings.redis_url, directory, tickers)
-    if not jobs and not failures:
-        raise UsageError(f"--path {directory}: no .csv files in it")
+    import_parser()
     summary = run_tasks("csv", csv_task, jobs, workers or default_workers(), kind, progress)
     summary.failures.update(failures)
     return summary
+
+
+def yahoo_policy(settings: Settings):
+    """One load's retry policy; its request slots are shared by all the load's threads."""
+    from stocks.sources import yahoo  # noqa: PLC0415
+
+    return yahoo.RetryPolicy(
+        settings.yahoo_retries,
+        settings.yahoo_retry_wait,
+        slots=threading.BoundedSemaphore(settings.yahoo_max_requests),
+    )
 
 
 def load_yahoo(
@@ -263,11 +307,7 @@ def load_yahoo(
     from stocks.sources import yahoo  # noqa: PLC0415
 
     span = span or yahoo.HistorySpan(period="5y")
-    policy = policy or yahoo.RetryPolicy(
-        settings.yahoo_retries,
-        settings.yahoo_retry_wait,
-        slots=threading.BoundedSemaphore(settings.yahoo_max_requests),
-    )
+    policy = policy or yahoo_policy(settings)
     workers = workers or settings.yahoo_max_requests
     jobs = [(settings.redis_url, sym, span, session, policy) for sym in symbols]
     return run_tasks("yahoo", yahoo_task, jobs, workers, "thread", progress)
@@ -304,6 +344,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, help="synthetic: how many symbols")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: random seed (default 0)")
     parser.add_argument("--workers", type=int, help="parallel tasks (default: cores; yahoo: 4)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="only fetch and append what is newer than each ticker's stored last day",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -357,12 +402,17 @@ def plan(args: argparse.Namespace, settings: Settings, session=None) -> Callable
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     tickers = _tickers(args.tickers)
+    updating = getattr(args, "update", False)
+    if updating:
+        from stocks import update  # noqa: PLC0415 - it imports this module
     if args.source == "csv":
         _refuse(args, "csv", ("--sp500", "--start", "--end", "--period", "--count"))
         if not args.path:
             raise UsageError("--source csv needs --path DIR")
         if not Path(args.path).is_dir():
             raise UsageError(f"--path {args.path}: not a directory")
+        if updating:
+            return partial(update.update_csv, settings, args.path, tickers, args.workers)
         return partial(load_csv, settings, args.path, tickers, args.workers)
     if args.source == "yahoo":
         from stocks.sources import yahoo  # noqa: PLC0415
@@ -370,6 +420,13 @@ def plan(args: argparse.Namespace, settings: Settings, session=None) -> Callable
         _refuse(args, "yahoo", ("--path", "--count"))
         if (tickers is None) == (not args.sp500):
             raise UsageError("--source yahoo needs --tickers A,B,... or --sp500 (one of them)")
+        if tickers is None:
+            symbols = [*constituents.sp500_symbols(), constituents.INDEX_SYMBOL]
+        else:
+            symbols = _canonical_symbols(tickers)
+        if updating:
+            _refuse(args, "yahoo --update (it asks from each last day to today)", UPDATE_SPAN)
+            return partial(update.update_yahoo, settings, symbols, args.workers, session)
         start, end = _start_end(args)
         if args.period and start:
             raise UsageError("--period and --start/--end exclude each other")
@@ -380,15 +437,15 @@ def plan(args: argparse.Namespace, settings: Settings, session=None) -> Callable
             if start
             else yahoo.HistorySpan(period=args.period or "5y")
         )
-        if tickers is None:
-            symbols = [*constituents.sp500_symbols(), constituents.INDEX_SYMBOL]
-        else:
-            symbols = _canonical_symbols(tickers)
         return partial(load_yahoo, settings, symbols, span, args.workers, session)
     from stocks.sources import synthetic  # noqa: PLC0415
 
     _refuse(args, "synthetic", ("--path", "--period"))
-    start, end = _start_end(args)
+    if updating:
+        _refuse(args, "synthetic --update (it extends each walk to --end)", ("--start",))
+        end, start = _date("--end", args.end), None
+    else:
+        start, end = _start_end(args)
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
     if tickers is not None and (args.count is not None or args.sp500):
@@ -397,11 +454,16 @@ def plan(args: argparse.Namespace, settings: Settings, session=None) -> Callable
         symbols = _canonical_symbols(tickers)
     else:
         symbols = synthetic.symbols(None if args.sp500 else args.count)
+    if updating:
+        return partial(update.update_synthetic, settings, symbols, args.seed, end, args.workers)
     return partial(load_synthetic, settings, symbols, args.seed, start, end, args.workers)
 
 
 def run(args: argparse.Namespace, settings: Settings, session=None) -> int:
-    """The ``stocks load`` command: exit 0 all loaded, 1 some failed, 2 usage error."""
+    """The ``stocks load`` command: exit 0 all loaded, 1 some failed, 2 usage error.
+
+    With ``--update`` the same codes: 0 every ticker updated, current, reloaded or new.
+    """
     try:
         load = plan(args, settings, session=session)
     except UsageError as exc:

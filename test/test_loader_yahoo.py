@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 import time
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,6 +18,7 @@ from yahoo_replay import ReplaySession, chart_body
 from yfinance.data import YfData
 
 from stocks import constituents, loader, storage
+from stocks import update as loader_update
 from stocks.config import Settings
 from stocks.sources import synthetic
 from stocks.sources.yahoo import HistorySpan, RetryPolicy
@@ -69,6 +71,13 @@ def two_days(symbol: str, close: float = 2.5) -> dict:
 
 
 SPAN = HistorySpan(dt.date(2020, 1, 1), dt.date(2020, 1, 3))
+
+
+def cli_args(*argv: str) -> argparse.Namespace:
+    """``stocks load --source yahoo ARGV`` as the command line parses it."""
+    parser = argparse.ArgumentParser()
+    loader.add_arguments(parser)
+    return parser.parse_args(["--source", "yahoo", *argv])
 
 
 def load(symbols, session, span=SPAN, workers=2):
@@ -179,19 +188,7 @@ def test_endless_rate_limit_gives_up_with_a_named_failure(r0, replay):
 def test_unknown_symbol_is_named_and_the_others_still_load(r0, replay, capsys):
     replay.add_unknown("NOPE")
     replay.add_chart("AAPL", two_days("AAPL"))
-    args = argparse.Namespace(
-        source="yahoo",
-        path=None,
-        tickers="NOPE,AAPL",
-        sp500=False,
-        start="2020-01-01",
-        end="2020-01-03",
-        period=None,
-        count=None,
-        seed=0,
-        workers=2,
-        json=False,
-    )
+    args = cli_args("--tickers", "NOPE,AAPL", "--start", "2020-01-01", "--end", "2020-01-03")
     assert loader.run(args, Settings.from_env(), session=replay) == 1
     out = capsys.readouterr().out
     assert "loaded 1 tickers (2 rows) from yahoo" in out
@@ -279,19 +276,7 @@ def test_concurrent_requests_are_bounded(r0, yf_cache_dir, monkeypatch):
 
 
 def test_sp500_asks_for_every_member_and_the_index(redis_url):
-    args = argparse.Namespace(
-        source="yahoo",
-        path=None,
-        tickers=None,
-        sp500=True,
-        start=None,
-        end=None,
-        period="5y",
-        count=None,
-        seed=0,
-        workers=None,
-        json=False,
-    )
+    args = cli_args("--sp500", "--period", "5y")
     planned = loader.plan(args, Settings(redis_url=redis_url))
     symbols = planned.args[1]
     assert symbols[-1] == "^GSPC" and "BRK.B" in symbols
@@ -315,3 +300,136 @@ def test_usage_errors_exit_2(redis_url, argv, message, capsys):
 
     assert cli.main(["load", "--source", "yahoo", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+# --- --update, replayed --------------------------------------------------------------
+
+
+def capture_head(path, rows: int, scale: float = 1.0) -> dict:
+    """A recorded answer cut to its first ``rows`` days, prices times ``scale`` (as they
+    stood before a split that Yahoo has since adjusted them for)."""
+    body = json.loads(path.read_bytes())
+    result = body["chart"]["result"][0]
+    result.pop("events", None)
+    result["timestamp"] = result["timestamp"][:rows]
+    quote = result["indicators"]["quote"][0]
+    for name in quote:
+        factor = 1.0 if name == "volume" else scale
+        quote[name] = [v * factor for v in quote[name][:rows]]
+    adj = result["indicators"]["adjclose"][0]
+    adj["adjclose"] = [v * scale for v in adj["adjclose"][:rows]]
+    return body
+
+
+def known_timezone(*symbols: str) -> None:
+    """Keep yfinance from asking for the time zone first (it would take a queued answer)."""
+    for sym in symbols:
+        yf.cache.get_tz_cache().store(sym, "America/New_York")
+
+
+def update(symbols, session):
+    return loader_update.update_yahoo(
+        Settings.from_env(), symbols, 2, session=session, policy=FAST, progress=False
+    )
+
+
+def period1(url: str) -> dt.date:
+    stamp = int(parse_qs(urlsplit(url).query)["period1"][0])
+    return dt.datetime.fromtimestamp(stamp, NEW_YORK).date()
+
+
+@needs_captures
+def test_update_asks_from_the_last_day_and_equals_a_full_load(r0, replay):
+    from test_update import snapshot
+
+    known_timezone("MSFT")
+    path = YAHOO_DIR / "MSFT_chart_1d_2021-02-01_2022-01-31_dividends.json"
+    span = HistorySpan(dt.date(2021, 2, 1), dt.date(2022, 1, 28))
+    replay.add_chart("MSFT", capture_head(path, 200))
+    replay.add_capture("MSFT", path)
+    assert load(["MSFT"], replay, span).loaded == {"MSFT": 200}
+    meta = storage.get_meta(r0, "MSFT")
+
+    summary = update(["MSFT"], replay)
+    assert summary.failures == {} and summary.updated == {"MSFT": 52}
+    asked = replay.chart_requests("MSFT")
+    assert len(asked) == 2  # the load, then one request from the stored last day on
+    assert period1(asked[-1]) == dt.date.fromisoformat(meta["last_date"])
+    assert storage.get_meta(r0, "MSFT")["version"] != meta["version"]
+    updated = snapshot(r0)
+
+    r0.flushdb()
+    YfData.cache_get.cache_clear()
+    assert load(["MSFT"], replay, span).loaded == {"MSFT": 252}
+    assert updated == snapshot(r0)
+
+    again = update(["MSFT"], replay)
+    assert again.up_to_date == ["MSFT"] and again.updated == {}
+
+
+@needs_captures
+def test_update_after_a_split_reloads_the_ticker_whole(r0, replay):
+    """Stored before NVDA's 4:1 split (2021-07-20); Yahoo's answer is split-adjusted now."""
+    known_timezone("NVDA")
+    path = YAHOO_DIR / "NVDA_chart_1d_2021-02-01_2022-01-31_split.json"
+    replay.add_chart("NVDA", capture_head(path, 100, scale=4.0))
+    replay.add_capture("NVDA", path)
+    load(["NVDA"], replay, HistorySpan(dt.date(2021, 2, 1), dt.date(2021, 6, 24)))
+    stored = storage.get_meta(r0, "NVDA")
+
+    summary = update(["NVDA"], replay)
+    rows, why = summary.reloaded["NVDA"]
+    assert rows == 252 and summary.updated == {}
+    assert f"bar for {stored['last_date']} differs" in why and "close" in why
+    asked = replay.chart_requests("NVDA")
+    assert len(asked) == 3  # load, the recent days, then the whole history again
+    assert period1(asked[-1]) == dt.date(2021, 2, 1)  # from the stored first day
+    bars = storage.read_bars(r0, "NVDA")
+    result = json.loads(path.read_bytes())["chart"]["result"][0]
+    assert bars["close"].tolist() == result["indicators"]["quote"][0]["close"]
+    assert storage.get_meta(r0, "NVDA")["version"] != stored["version"]
+
+
+def test_update_keeps_a_ticker_yahoo_no_longer_knows_and_loads_a_new_one(r0, replay, capsys):
+    known_timezone("AAPL", "NEWT")
+    replay.add_chart("AAPL", two_days("AAPL"))
+    replay.add_unknown("AAPL")
+    replay.add_chart("NEWT", two_days("NEWT"))
+    load(["AAPL"], replay)
+    before = storage.get_meta(r0, "AAPL")
+    args = cli_args("--tickers", "AAPL,NEWT", "--workers", "2", "--json", "--update")
+    assert loader.run(args, Settings.from_env(), session=replay) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["new"] == 1 and out["tickers"]["new"][0]["symbol"] == "NEWT"
+    (failure,) = out["failures"]
+    assert failure["symbol"] == "AAPL" and failure["reason"].startswith("AAPL: ")
+    assert failure["reason"].endswith("; stored data kept")
+    assert storage.get_meta(r0, "AAPL") == before
+    assert storage.list_symbols(r0) == ["AAPL", "NEWT"]
+
+
+def test_update_with_nothing_new_writes_nothing(r0, replay):
+    known_timezone("AAPL")
+    replay.add_chart("AAPL", two_days("AAPL"))
+    load(["AAPL"], replay)
+    before = storage.get_meta(r0, "AAPL")
+    summary = update(["AAPL"], replay)
+    assert summary.up_to_date == ["AAPL"] and summary.exit_code == 0
+    assert storage.get_meta(r0, "AAPL") == before
+
+
+@pytest.mark.parametrize(
+    "flag", [["--period", "5y"], ["--start", "2020-01-01"], ["--end", "2020-01-01"]]
+)
+def test_update_refuses_a_span(redis_url, flag, capsys):
+    from stocks import cli
+
+    assert cli.main(["load", "--source", "yahoo", "--sp500", "--update", *flag]) == 2
+    assert "does not apply to --source yahoo --update" in capsys.readouterr().err
+
+
+def test_cronjob_update_plan_asks_for_every_member(redis_url):
+    """The CronJob's arguments: every member and the index, each from its last day."""
+    planned = loader.plan(cli_args("--sp500", "--update"), Settings(redis_url=redis_url))
+    assert planned.func is loader_update.update_yahoo
+    assert len(planned.args[1]) == len(constituents.sp500_symbols()) + 1

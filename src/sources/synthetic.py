@@ -44,7 +44,12 @@ def _rng(seed: int, symbol: str) -> np.random.Generator:
 def random_walk(
     symbol: str, seed: int = 0, end: dt.date | None = None, start: dt.date | None = None
 ) -> np.ndarray:
-    """Bars (BAR_DTYPE) of a geometric random walk over business days in [start, end]."""
+    """Bars (BAR_DTYPE) of a geometric random walk over business days in [start, end].
+
+    The walk is extendable: the per-symbol constants are drawn first, then one row of
+    draws per day, so a later ``end`` (same seed and start) only adds rows and the walk
+    up to the old end stays the same bytes. ``stocks load --update`` relies on it.
+    """
     end = end or DEFAULT_END
     start = start or end - dt.timedelta(days=round(365.25 * DEFAULT_YEARS))
     days = business_days(start, end)
@@ -53,14 +58,15 @@ def random_walk(
     first = rng.uniform(3000.0, 5000.0) if symbol == INDEX_SYMBOL else rng.uniform(15.0, 400.0)
     vol = rng.uniform(0.008, 0.025)
     drift = rng.normal(0.0003, 0.0004)
-    close = first * np.exp(np.cumsum(rng.normal(drift, vol, n)))
-    gap = np.exp(rng.normal(0.0, vol / 3, n))
-    open_ = np.concatenate(([first], close[:-1])) * gap
+    typical_volume = rng.uniform(5e5, 2e7)
+    step, gap, up, down, size = rng.standard_normal((n, 5)).T  # row-major: a prefix per day
+    close = first * np.exp(np.cumsum(drift + vol * step))
+    open_ = np.concatenate(([first], close[:-1])) * np.exp(vol / 3 * gap)
     open_ = np.round(np.maximum(open_, MIN_PRICE), 2)
     close = np.round(np.maximum(close, MIN_PRICE), 2)
-    top = np.maximum(open_, close) * (1 + np.abs(rng.normal(0.0, vol / 2, n)))
-    bottom = np.minimum(open_, close) * (1 - np.minimum(np.abs(rng.normal(0.0, vol / 2, n)), 0.5))
+    top = np.maximum(open_, close) * (1 + np.abs(vol / 2 * up))
+    bottom = np.minimum(open_, close) * (1 - np.minimum(np.abs(vol / 2 * down), 0.5))
     high = np.maximum(np.round(top, 2), np.maximum(open_, close))
     low = np.minimum(np.maximum(np.round(bottom, 2), MIN_PRICE), np.minimum(open_, close))
-    volume = np.round(rng.lognormal(np.log(rng.uniform(5e5, 2e7)), 0.4, n)).astype(np.int64)
+    volume = np.round(typical_volume * np.exp(0.4 * size)).astype(np.int64)
     return make_bars(days, open_, high, low, close, volume)
