@@ -37,11 +37,11 @@ from stocks.keys import WAITING_KEY  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "kubernetes"
 K8S_VERSION = kv.utils.latest_version()
-WORKLOADS = {"Deployment", "StatefulSet", "Job"}
+WORKLOADS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 LONG_RUNNING = {"Deployment", "StatefulSet"}
 CLUSTER_SCOPED = {"Namespace"}
 CRD_GROUPS = ("keda.sh/",)  # no schema in kubernetes-validate: checked field by field below
-REDIS_CLIENTS = {"stocks-api", "stocks-worker", "stocks-load", "stocks-autoscaler"}
+REDIS_CLIENTS = {"stocks-api", "stocks-worker", "stocks-load", "stocks-update", "stocks-autoscaler"}
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 pytestmark = pytest.mark.skipif(
@@ -88,12 +88,19 @@ def workloads(docs: list[Doc]) -> list[Doc]:
     return [d for d in docs if d["kind"] in WORKLOADS]
 
 
+def pod_template(workload: Doc) -> Doc:
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]
+
+
 def pod_spec(workload: Doc) -> Doc:
-    return workload["spec"]["template"]["spec"]
+    return pod_template(workload)["spec"]
 
 
 def pod_labels(workload: Doc) -> dict[str, str]:
-    return workload["spec"]["template"]["metadata"]["labels"]
+    return pod_template(workload)["metadata"]["labels"]
 
 
 def containers(workload: Doc) -> list[Doc]:
@@ -158,7 +165,7 @@ def test_the_base_holds_what_the_readme_lists(base, load):
         ["Namespace", "ConfigMap", "ConfigMap", "Secret", "ServiceAccount", "Role", "RoleBinding"]
         + ["Service"] * 2
         + ["Deployment"] * 4
-        + ["StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler"]
+        + ["StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler", "CronJob"]
         + ["NetworkPolicy"] * 4
     )
     assert [d["kind"] for d in load] == ["Job"]
@@ -245,6 +252,7 @@ def test_images_are_pinned_and_in_step_with_the_project_version(base, load):
         "worker": f"stocks-worker:{version}",
         "autoscaler": f"stocks-worker:{version}",
         "load": f"stocks-worker:{version}",
+        "update": f"stocks-worker:{version}",
     }
     assert re.fullmatch(r"redis:7\.\d+\.\d+-alpine", redis_image)
     assert re.fullmatch(r"curlimages/curl:\d+\.\d+\.\d+", curl_image)
