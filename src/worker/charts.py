@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import matplotlib
 import matplotlib.dates as mdates
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path
@@ -66,6 +66,54 @@ def content_type(fmt: str) -> str:
 # --- figure plumbing -------------------------------------------------------------------
 
 
+class ShapingCacheRenderer(RendererAgg):
+    """RendererAgg that remembers how each string was shaped.
+
+    matplotlib 3.11 shapes every string it draws (FreeType + HarfBuzz, ~0.1-0.3 ms a
+    string) although a chart's strings repeat: tick labels, axis labels, legend entries.
+    The shaping (glyphs and their offsets) depends only on the font, size, text and
+    flags, so it is kept; each glyph is still rendered at its real position as
+    matplotlib does (``_draw_text_glyphs_and_boxes``), so the pixels are the same.
+    """
+
+    def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        features = mtext.get_fontfeatures() if mtext is not None else None
+        language = mtext.get_language() if mtext is not None else None
+        if ismath or features is not None or language is not None:
+            return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+        font = self._prepare_font(prop)
+        size = prop.get_size_in_points()
+        flags = get_hinting_flag()
+        key = (font, size, self.dpi, flags, s)
+        glyphs = _shaped.get(key)
+        if glyphs is None:
+            glyphs = tuple(
+                (item.ft_object, size, item.glyph_index, 0, 1, item.x, item.y)
+                for item in font._layout(s, flags=flags)
+            )
+            if len(_shaped) >= MAX_SHAPED:
+                _shaped.clear()
+            _shaped[key] = glyphs
+        self._draw_text_glyphs_and_boxes(gc, x, y, angle, glyphs, [])
+        return None
+
+
+_shaped: dict[tuple, tuple] = {}
+MAX_SHAPED = 2000  # strings; a chart draws ~30
+
+
+class Canvas(FigureCanvasAgg):
+    """An Agg canvas whose renderer is a ShapingCacheRenderer."""
+
+    def get_renderer(self):
+        w, h = self.get_width_height(physical=True)
+        key = w, h, self.figure.dpi
+        if self._lastKey != key:
+            self.renderer = ShapingCacheRenderer(w, h, self.figure.dpi)
+            self._lastKey = key
+        return self.renderer
+
+
 class Prepared:
     """A figure whose axes were made and styled once; a render swaps only the data.
 
@@ -79,7 +127,7 @@ class Prepared:
 
     def __init__(self, layout: str, width: int, height: int) -> None:
         self.fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-        FigureCanvasAgg(self.fig)
+        Canvas(self.fig)
         left, bottom, w, hgt = _plot_box(width, height)
         if layout == "price+volume":
             gap = PANEL_GAP / height
@@ -113,6 +161,11 @@ class Prepared:
 _local = threading.local()  # matplotlib objects are not thread-safe: one cache per thread
 MAX_PREPARED = 4  # (layout, width, height) entries; each holds one Agg buffer
 MAX_CACHED_PIXELS = 2_000_000  # 8 MB of RGBA; bigger images get a throwaway figure
+
+
+def drop_prepared() -> None:
+    """Forget this thread's prepared figures (the next render of each builds anew)."""
+    _local.__dict__.pop("prepared", None)
 
 
 def prepared(layout: str, width: int, height: int) -> Prepared:
