@@ -512,3 +512,26 @@ def test_png_encoder_takes_rgba_and_drops_alpha():
         assert np.array_equal(np.asarray(img), rgba[:, :, :3])
     with pytest.raises(ValueError, match="C-contiguous"):
         charts.encode_png(rgba[:, :, :3])  # a strided view: say so, do not encode garbage
+
+
+@pytest.mark.parametrize("span_days", [3, 45, 400, 1830, 9000])
+def test_remembered_date_ticks_match_matplotlib(span_days):
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    start = storage.to_day(dt.date(2015, 3, 2)) + 0.5
+    ax.set_xlim(start, start + span_days)
+    plain = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    plain.set_axis(ax.xaxis)
+    expected_ticks = plain()
+    plain_format = mdates.ConciseDateFormatter(plain)
+    expected_labels = plain_format.format_ticks(expected_ticks)
+    for _ in range(2):  # a miss, then a hit
+        mine = charts.DateLocator()
+        mine.set_axis(ax.xaxis)
+        ticks = mine()
+        assert np.array_equal(ticks, expected_ticks)
+        formatter = charts.DateFormatter(mine)
+        assert formatter.format_ticks(ticks) == expected_labels
+        assert formatter.get_offset() == plain_format.get_offset()
