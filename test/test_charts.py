@@ -485,8 +485,9 @@ def test_prepared_figures_stay_bounded_and_keep_no_old_artists():
     assert (len(chart.ax.get_children()), len(chart.vax.get_children())) == before
 
 
-def test_shaping_cache_renderer_draws_the_same_pixels():
-    """The cached shaping gives matplotlib's own pixels, for repeated strings too."""
+def test_text_caches_draw_matplotlibs_own_pixels():
+    """Cached shaping and glyph bitmaps give plain Agg's pixels: repeated strings at
+    other sub-pixel and whole-pixel offsets, rotated, unantialiased, non-ASCII."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -496,7 +497,9 @@ def test_shaping_cache_renderer_draws_the_same_pixels():
         fig.text(0.1, 0.5, "Price (USD) 123", fontsize=9.3, rotation=90)
         for i in range(4):
             fig.text(0.2 + 0.17 * i, 0.13 * i + 0.1, "2014 Aug", fontsize=8 + i)
+            fig.text(0.2 + 0.17 * i + 0.013 * i, 0.07, "2014 Aug", fontsize=8)
         fig.suptitle("Title: €uro ünïcode", parse_math=False)
+        fig.text(0.55, 0.8, "2014 Aug", antialiased=False, rotation=30)
         canvas.draw()
         return np.asarray(canvas.buffer_rgba()).copy()
 

@@ -16,6 +16,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 import threading
@@ -28,6 +29,7 @@ import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 from matplotlib.figure import Figure
+from matplotlib.ft2font import RenderMode
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path
 from matplotlib.ticker import FuncFormatter, MaxNLocator
@@ -92,8 +94,40 @@ class ShapingCacheRenderer(RendererAgg):
                 for item in font._layout(s, flags=flags)
             ),
         )
-        self._draw_text_glyphs_and_boxes(gc, x, y, angle, glyphs, [])
+        self._draw_glyphs(gc, x, y, angle, glyphs)
         return None
+
+    def _draw_glyphs(self, gc, x: float, y: float, angle: float, glyphs) -> None:
+        """matplotlib's glyph loop (``_draw_text_glyphs_and_boxes``) with each glyph's
+        bitmap kept per sub-pixel offset.
+
+        FreeType places a glyph in 1/64 pixel steps; a whole-pixel shift moves its
+        bitmap without changing it, so a glyph is rendered once per font, size, angle and
+        sub-pixel offset, then only copied: repeated labels cost a copy, not a render.
+        """
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
+        flags = get_hinting_flag()
+        antialiased = gc.get_antialiased()
+        for font, size, glyph_index, _slant, _extend, dx, dy in glyphs:
+            gx = round(0x40 * (x + dx * cos - dy * sin))
+            gy = round(0x40 * (self.height - y + dx * sin + dy * cos))  # FreeType: y up
+            sub = (gx & 63, gy & 63)
+
+            def render(font=font, size=size, glyph_index=glyph_index, sub=sub):
+                font.set_size(size, self.dpi)
+                font._set_transform(matrix, list(sub))
+                mode = RenderMode.NORMAL if antialiased else RenderMode.MONO
+                bitmap = font._render_glyph(glyph_index, flags, mode)
+                buffer = bitmap.buffer if antialiased else bitmap.buffer * 0xFF
+                return buffer.copy(), bitmap.left, bitmap.top
+
+            key = (font, size, self.dpi, glyph_index, angle, sub, flags, antialiased)
+            buffer, left, top = remembered(_glyphs, key, render)
+            top += gy >> 6
+            self._renderer.draw_text_image(
+                buffer, left + (gx >> 6), int(self.height) - top + buffer.shape[0], 0, gc
+            )
 
 
 MAX_REMEMBERED = 2000  # entries per cache below; a chart adds at most ~30
@@ -111,6 +145,7 @@ def remembered(cache: dict, key, compute):
 
 
 _shaped: dict[tuple, tuple] = {}  # (font, size, dpi, flags, text) -> glyphs
+_glyphs: dict[tuple, tuple] = {}  # (font, size, dpi, glyph, angle, sub-pixel, ...) -> bitmap
 _date_ticks: dict[tuple[float, float], np.ndarray] = {}  # view interval -> tick days
 _date_labels: dict[tuple, tuple[tuple[str, ...], str]] = {}  # ticks -> labels, offset
 
