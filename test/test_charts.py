@@ -538,3 +538,20 @@ def test_remembered_date_ticks_match_matplotlib(span_days):
         formatter = charts.DateFormatter(mine)
         assert formatter.format_ticks(ticks) == expected_labels
         assert formatter.get_offset() == plain_format.get_offset()
+
+
+def test_svg_on_a_prepared_figure_leaves_png_unchanged():
+    """savefig(svg) swaps the canvas for a moment: the next PNG must be the same."""
+    dates = business_days(50)
+    series = [("A", dates, np.linspace(1, 2, 50))]
+
+    def draw(fmt: str) -> bytes:
+        return charts.line_chart(series, title="t", width=500, height=300, fmt=fmt)
+
+    def undated(svg: bytes) -> bytes:
+        return re.sub(rb"<dc:date>[^<]*</dc:date>", b"", svg)  # matplotlib stamps the time
+
+    png = draw("png")
+    svg = undated(draw("svg"))
+    assert draw("png") == png
+    assert undated(draw("svg")) == svg
