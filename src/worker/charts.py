@@ -2,8 +2,13 @@
 
 Why it looks like this:
 - A bare ``Figure`` on an Agg canvas, never pyplot: no global figure registry and no
-  backend selection, so a figure is garbage once the next one of its size is drawn
-  (memory stays flat over thousands of renders).
+  backend selection.
+- One prepared figure per (layout, size) per thread, made and styled once: a render
+  swaps only the data artists, limits and texts (``Prepared``). At most MAX_PREPARED are
+  kept, so memory stays flat over thousands of renders.
+- Text is most of what remains: the renderer keeps each string's shaping and each
+  glyph's bitmap per sub-pixel offset (``CachingRenderer``), date ticks are kept per
+  x range. All of these give matplotlib's own pixels; tests compare them.
 - Candles, wicks and volume bars are one compound path per colour instead of one patch
   per bar. ``mplfinance`` draws 1,260 volume bars as 1,260 ``Rectangle`` artists, which
   is most of its ~0.8 s for five years; one stroked path is one Agg call.
@@ -68,14 +73,16 @@ def content_type(fmt: str) -> str:
 # --- figure plumbing -------------------------------------------------------------------
 
 
-class ShapingCacheRenderer(RendererAgg):
-    """RendererAgg that remembers how each string was shaped.
+class CachingRenderer(RendererAgg):
+    """RendererAgg that remembers how each string was shaped and each glyph rendered.
 
     matplotlib 3.11 shapes every string it draws (FreeType + HarfBuzz, ~0.1-0.3 ms a
-    string) although a chart's strings repeat: tick labels, axis labels, legend entries.
-    The shaping (glyphs and their offsets) depends only on the font, size, text and
-    flags, so it is kept; each glyph is still rendered at its real position as
-    matplotlib does (``_draw_text_glyphs_and_boxes``), so the pixels are the same.
+    string) and renders every glyph anew, although a chart's strings repeat: tick
+    labels, axis labels, legend entries. Shaping depends only on the font, size, text
+    and flags, so it is kept; glyph bitmaps are kept per sub-pixel offset (see
+    ``_draw_glyphs``). Plain text only: mathtext, font features and languages take
+    matplotlib's own path. This uses matplotlib's private text API (``_layout``,
+    ``_render_glyph``), pinned with matplotlib; tests compare the pixels with plain Agg.
     """
 
     def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
@@ -185,13 +192,13 @@ class DateFormatter(mdates.ConciseDateFormatter):
 
 
 class Canvas(FigureCanvasAgg):
-    """An Agg canvas whose renderer is a ShapingCacheRenderer."""
+    """An Agg canvas whose renderer is a CachingRenderer (kept while the size stays)."""
 
     def get_renderer(self):
         w, h = self.get_width_height(physical=True)
         key = w, h, self.figure.dpi
         if self._lastKey != key:
-            self.renderer = ShapingCacheRenderer(w, h, self.figure.dpi)
+            self.renderer = CachingRenderer(w, h, self.figure.dpi)
             self._lastKey = key
         return self.renderer
 
