@@ -475,14 +475,15 @@ def test_prepared_figures_stay_bounded_and_keep_no_old_artists():
     assert len(charts._local.prepared) == charts.MAX_PREPARED
     for _ in range(5):
         candle_a()
-    chart = charts.prepared("price+volume", 600, 400)  # cleared for a next render
+    chart = charts._local.prepared[("price+volume", 600, 400)]
+    counts = (len(chart.ax.get_children()), len(chart.vax.get_children()))
+    candle_a()
+    candle_a()
+    assert charts._local.prepared[("price+volume", 600, 400)] is chart  # reused, and
+    assert (len(chart.ax.get_children()), len(chart.vax.get_children())) == counts  # no growth
+    chart.clear()
     assert not chart.ax.lines and not chart.ax.patches and chart.ax.legend_ is None
     assert not chart.vax.patches
-    before = (len(chart.ax.get_children()), len(chart.vax.get_children()))
-    candle_a()
-    candle_a()
-    chart = charts.prepared("price+volume", 600, 400)
-    assert (len(chart.ax.get_children()), len(chart.vax.get_children())) == before
 
 
 def test_text_caches_draw_matplotlibs_own_pixels():
@@ -555,3 +556,25 @@ def test_svg_on_a_prepared_figure_leaves_png_unchanged():
     svg = undated(draw("svg"))
     assert draw("png") == png
     assert undated(draw("svg")) == svg
+
+
+def test_a_render_cut_short_is_not_reused(monkeypatch):
+    """An error mid-render (or a job interrupted) leaves the figure half-done: the next
+    render of that layout and size builds a new one and draws the same image."""
+    charts.drop_prepared()
+    expected = candle_a()
+    before = charts._local.prepared[("price+volume", 600, 400)]
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt  # what an interrupted job raises is not an Exception either
+
+    monkeypatch.setattr(charts, "encode_png", fail)
+    with pytest.raises(KeyboardInterrupt):
+        candle_b()
+    monkeypatch.undo()
+    assert candle_a() == expected
+    assert charts._local.prepared[("price+volume", 600, 400)] is not before
+    # A finished render is reused as before.
+    reused = charts._local.prepared[("price+volume", 600, 400)]
+    candle_b()
+    assert charts._local.prepared[("price+volume", 600, 400)] is reused

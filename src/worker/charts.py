@@ -218,6 +218,9 @@ class Prepared:
         self.fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
         Canvas(self.fig)
         self.png_scratch: dict = {}  # encode_png's working arrays, kept for the next render
+        # False from hand-out until the image is encoded: a render cut short (an error, a
+        # job interrupted past its grace period) may leave any state, so it is not reused.
+        self.finished = True
         left, bottom, w, hgt = _plot_box(width, height)
         if layout == "price+volume":
             gap = PANEL_GAP / height
@@ -274,12 +277,13 @@ def prepared(layout: str, width: int, height: int) -> Prepared:
     )
     key = (layout, width, height)
     entry = cache.pop(key, None)
-    if entry is None:
+    if entry is None or not entry.finished:
         entry = Prepared(layout, width, height)
         while len(cache) >= MAX_PREPARED:
             cache.popitem(last=False)
     else:
         entry.clear()
+    entry.finished = False
     cache[key] = entry
     return entry
 
@@ -371,13 +375,16 @@ def save(chart: Prepared, fmt: str, width: int, height: int) -> bytes:
     if fmt == "png":
         canvas = fig.canvas
         canvas.draw()
-        return encode_png(np.asarray(canvas.buffer_rgba()), chart.png_scratch)
-    if fmt == "svg":
+        image = encode_png(np.asarray(canvas.buffer_rgba()), chart.png_scratch)
+    elif fmt == "svg":
         buf = io.BytesIO()
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "stocks"}):
             fig.savefig(buf, format="svg", dpi=DPI)
-        return _svg_pixel_size(buf.getvalue(), width, height)
-    raise ValueError(f"unknown image format {fmt!r}")
+        image = _svg_pixel_size(buf.getvalue(), width, height)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}")
+    chart.finished = True
+    return image
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
