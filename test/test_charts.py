@@ -401,3 +401,186 @@ def synthetic_series_for_title_test() -> np.ndarray:
     days = days[np.is_busday(days)]
     close = np.linspace(10, 20, len(days))
     return storage.make_bars(days, close, close + 1, close - 1, close, np.full(len(days), 100))
+
+
+# --- prepared figures: reuse must not change or leak anything --------------------------
+
+
+def candle_a() -> bytes:
+    dates = business_days(200)
+    close = 50 + np.cumsum(np.random.default_rng(1).normal(0, 1, 200))
+    averages = [("MA 5", chart_data.moving_average(close, 5)), ("MA 20", close * 0.99)]
+    return charts.candlestick_chart(
+        dates,
+        close - 0.5,
+        close + 1,
+        close - 1,
+        close,
+        np.abs(close) * 1e4,
+        averages,
+        title="A candles",
+        width=600,
+        height=400,
+    )
+
+
+def candle_b() -> bytes:
+    """Another range, price scale and title; no moving averages (so no legend)."""
+    dates = business_days(40, dt.date(2015, 3, 2))
+    close = np.linspace(900, 1200, 40)
+    return charts.candlestick_chart(
+        dates,
+        close + 5,
+        close + 20,
+        close - 20,
+        close,
+        close * 1e6,
+        title="B",
+        width=600,
+        height=400,
+    )
+
+
+def line_a() -> bytes:
+    dates = business_days(300)
+    return charts.line_chart(
+        [("A", dates, np.linspace(10, 30, 300))], title="A line", width=600, height=400
+    )
+
+
+def line_b() -> bytes:
+    """Several series (a legend), a zero line, another y label and range."""
+    dates = business_days(80, dt.date(2019, 6, 3))
+    series = [(f"S{i}", dates, np.sin(np.arange(80) / (5 + i)) * 40) for i in range(3)]
+    return charts.line_chart(
+        series, title="B line", ylabel="Change (%)", zero_line=True, width=600, height=400
+    )
+
+
+@pytest.mark.parametrize("render_a, render_b", [(candle_a, candle_b), (line_a, line_b)])
+def test_prepared_figure_reuse_is_identical_and_leaks_nothing(render_a, render_b):
+    """A, B, A on one prepared figure: each image equals the one a fresh figure draws."""
+    charts.drop_prepared()
+    fresh_a = render_a()
+    charts.drop_prepared()
+    fresh_b = render_b()
+    charts.drop_prepared()
+    first_a = render_a()
+    assert render_a() == first_a  # the same input twice: the same bytes
+    b_after_a = render_b()
+    a_after_b = render_a()
+    assert b_after_a == fresh_b  # nothing of A (legend, lines, title, limits) left in B
+    assert a_after_b == first_a == fresh_a
+    assert b_after_a != first_a
+
+
+def test_prepared_figures_stay_bounded_and_keep_no_old_artists():
+    charts.drop_prepared()
+    for width in range(300, 300 + 10 * (charts.MAX_PREPARED + 3), 10):
+        charts.line_chart([("X", business_days(30), np.arange(30.0))], title="t", width=width)
+    assert len(charts._local.prepared) == charts.MAX_PREPARED
+    for _ in range(5):
+        candle_a()
+    chart = charts._local.prepared[("price+volume", 600, 400)]
+    counts = (len(chart.ax.get_children()), len(chart.vax.get_children()))
+    candle_a()
+    candle_a()
+    assert charts._local.prepared[("price+volume", 600, 400)] is chart  # reused, and
+    assert (len(chart.ax.get_children()), len(chart.vax.get_children())) == counts  # no growth
+    chart.clear()
+    assert not chart.ax.lines and not chart.ax.patches and chart.ax.legend_ is None
+    assert not chart.vax.patches
+
+
+def test_text_caches_draw_matplotlibs_own_pixels():
+    """Cached shaping and glyph bitmaps give plain Agg's pixels: repeated strings at
+    other sub-pixel and whole-pixel offsets, rotated, unantialiased, non-ASCII."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def draw(canvas_class) -> np.ndarray:
+        fig = Figure(figsize=(3, 2), dpi=100)
+        canvas = canvas_class(fig)
+        fig.text(0.1, 0.5, "Price (USD) 123", fontsize=9.3, rotation=90)
+        for i in range(4):
+            fig.text(0.2 + 0.17 * i, 0.13 * i + 0.1, "2014 Aug", fontsize=8 + i)
+            fig.text(0.2 + 0.17 * i + 0.013 * i, 0.07, "2014 Aug", fontsize=8)
+        fig.suptitle("Title: €uro ünïcode", parse_math=False)
+        fig.text(0.55, 0.8, "2014 Aug", antialiased=False, rotation=30)
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba()).copy()
+
+    plain = draw(FigureCanvasAgg)
+    assert np.array_equal(draw(charts.Canvas), plain)
+    assert np.array_equal(draw(charts.Canvas), plain)  # now from the cache
+
+
+def test_png_encoder_takes_rgba_and_drops_alpha():
+    rgba = np.random.default_rng(1).integers(0, 256, (9, 4, 4), dtype=np.uint8)
+    with Image.open(io.BytesIO(charts.encode_png(rgba))) as img:
+        assert img.mode == "RGB"
+        assert np.array_equal(np.asarray(img), rgba[:, :, :3])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        charts.encode_png(rgba[:, :, :3])  # a strided view: say so, do not encode garbage
+
+
+@pytest.mark.parametrize("span_days", [3, 45, 400, 1830, 9000])
+def test_remembered_date_ticks_match_matplotlib(span_days):
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    start = storage.to_day(dt.date(2015, 3, 2)) + 0.5
+    ax.set_xlim(start, start + span_days)
+    plain = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    plain.set_axis(ax.xaxis)
+    expected_ticks = plain()
+    plain_format = mdates.ConciseDateFormatter(plain)
+    expected_labels = plain_format.format_ticks(expected_ticks)
+    for _ in range(2):  # a miss, then a hit
+        mine = charts.DateLocator()
+        mine.set_axis(ax.xaxis)
+        ticks = mine()
+        assert np.array_equal(ticks, expected_ticks)
+        formatter = charts.DateFormatter(mine)
+        assert formatter.format_ticks(ticks) == expected_labels
+        assert formatter.get_offset() == plain_format.get_offset()
+
+
+def test_svg_on_a_prepared_figure_leaves_png_unchanged():
+    """savefig(svg) swaps the canvas for a moment: the next PNG must be the same."""
+    dates = business_days(50)
+    series = [("A", dates, np.linspace(1, 2, 50))]
+
+    def draw(fmt: str) -> bytes:
+        return charts.line_chart(series, title="t", width=500, height=300, fmt=fmt)
+
+    def undated(svg: bytes) -> bytes:
+        return re.sub(rb"<dc:date>[^<]*</dc:date>", b"", svg)  # matplotlib stamps the time
+
+    png = draw("png")
+    svg = undated(draw("svg"))
+    assert draw("png") == png
+    assert undated(draw("svg")) == svg
+
+
+def test_a_render_cut_short_is_not_reused(monkeypatch):
+    """An error mid-render (or a job interrupted) leaves the figure half-done: the next
+    render of that layout and size builds a new one and draws the same image."""
+    charts.drop_prepared()
+    expected = candle_a()
+    before = charts._local.prepared[("price+volume", 600, 400)]
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt  # what an interrupted job raises is not an Exception either
+
+    monkeypatch.setattr(charts, "encode_png", fail)
+    with pytest.raises(KeyboardInterrupt):
+        candle_b()
+    monkeypatch.undo()
+    assert candle_a() == expected
+    assert charts._local.prepared[("price+volume", 600, 400)] is not before
+    # A finished render is reused as before.
+    reused = charts._local.prepared[("price+volume", 600, 400)]
+    candle_b()
+    assert charts._local.prepared[("price+volume", 600, 400)] is reused
