@@ -30,7 +30,8 @@ import numpy as np
 
 from bench.common import private_redis, synthetic_bars
 from stocks import storage
-from stocks.config import STOCKS_DB, redis_client
+from stocks.config import Settings
+from stocks.keys import STOCKS_DB
 
 ROOT = Path(__file__).resolve().parents[1]
 SP500_DIR = ROOT.parent / "shared" / "data" / "sp500_daily"
@@ -149,8 +150,8 @@ def run() -> str:
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     from stocks.worker import chart_data, charts
 
-    with private_redis(appendonly=False):
-        r = redis_client(STOCKS_DB)
+    with private_redis(appendonly=False) as server:
+        r = Settings(redis_url=server.url).redis(STOCKS_DB)
         t0 = time.perf_counter()
         data = load(r)
         load_s = time.perf_counter() - t0
@@ -162,7 +163,7 @@ def run() -> str:
         candle_opts = {**opts, "volume": True, "moving_averages": [20, 50]}
 
         t0 = time.perf_counter()
-        chart_data.draw_job("benchmark", {"symbols": [MAIN], "options": opts})
+        chart_data.draw_job(r, "benchmark", {"symbols": [MAIN], "options": opts})
         benchmark_cold_ms = (time.perf_counter() - t0) * 1000
 
         df = mpf_frame(bars)
@@ -173,7 +174,7 @@ def run() -> str:
         bare_line = timed(lambda: bare_matplotlib_line(days, c), RUNS)
 
         def job(kind: str, symbols: list[str], options: dict):
-            return lambda: chart_data.draw_job(kind, {"symbols": symbols, "options": options})
+            return lambda: chart_data.draw_job(r, kind, {"symbols": symbols, "options": options})
 
         candle_draw = timed(
             lambda: charts.candlestick_chart(
