@@ -46,7 +46,7 @@ class Settings:
     # the API
     redis_timeout: float = _env("STOCKS_REDIS_TIMEOUT", default=1.5)
     job_rate: str = _env("STOCKS_JOB_RATE", default="120/minute")
-    compute_rate: str = _env("STOCKS_COMPUTE_RATE", default="20/second;600/minute")
+    compute_rate: str = _env("STOCKS_COMPUTE_RATE", default="50/second;1500/minute")
     api_cache_mb: int = _env("STOCKS_API_CACHE_MB", default=128)
     analytics_cache: int = _env("STOCKS_ANALYTICS_CACHE", default=128)
     indicator_cache: int = _env("STOCKS_INDICATOR_CACHE", default=32)
