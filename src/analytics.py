@@ -35,6 +35,7 @@ DAYS_PER_YEAR = 365.25
 PERIODS: dict[str, tuple[int, int]] = {
     "1d": (1, 0),
     "5d": (5, 0),
+    "1wk": (7, 0),
     "1mo": (0, 1),
     "3mo": (0, 3),
     "6mo": (0, 6),

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 import redis
@@ -545,3 +547,117 @@ def bar_dicts(bars: np.ndarray, fields: Iterable[str] | None = None) -> list[dic
     keys = ("date", *columns)
     cols = [_json_column(bars, n) for n in columns]
     return [dict(zip(keys, row, strict=True)) for row in zip(dates, *cols, strict=True)]
+
+
+# --- the whole market at once ----------------------------------------------------------
+
+# A dependency name (never a symbol: SYMBOL_RE refuses it) standing for the set of stored
+# symbols, so an answer over "every ticker" goes stale when a ticker comes or goes.
+ALL_SYMBOLS = "*"
+
+
+def members_digest(symbols: Iterable[str]) -> str:
+    """A short fingerprint of a set of symbols (order does not matter)."""
+    joined = "\n".join(sorted(symbols)).encode()
+    return hashlib.blake2b(joined, digest_size=12).hexdigest()
+
+
+def dependency_versions(r: redis.Redis, names: Iterable[str]) -> dict[str, str | None]:
+    """``versions``, where the name ``ALL_SYMBOLS`` reads as the digest of the symbol set.
+
+    One round trip either way: what the answer cache re-reads before serving a repeat.
+    """
+    names = list(names)
+    if ALL_SYMBOLS not in names:
+        return versions(r, names)
+    pipe = r.pipeline(transaction=False)
+    for name in names:
+        if name == ALL_SYMBOLS:
+            pipe.smembers(SYMBOLS_KEY)
+        else:
+            pipe.hget(meta_key(name), "version")
+    out: dict[str, str | None] = {}
+    for name, value in zip(names, pipe.execute(), strict=True):
+        if name == ALL_SYMBOLS:
+            out[name] = members_digest(s.decode() for s in value)
+        else:
+            out[name] = value.decode() if value is not None else None
+    return out
+
+
+class MarketSlice(NamedTuple):
+    """Every stored ticker's bars in some whole years, read as one snapshot.
+
+    ``bars`` holds all tickers one after the other (each sorted by date);
+    ``bounds[i]:bounds[i + 1]`` are the rows of ``symbols[i]``. ``depends`` maps
+    ``ALL_SYMBOLS`` and every symbol to the version the answer is built from.
+    """
+
+    symbols: list[str]
+    meta: list[dict[str, str | None]]
+    bars: np.ndarray
+    bounds: np.ndarray
+    depends: dict[str, str | None]
+
+    def rows_of(self, i: int) -> np.ndarray:
+        return self.bars[self.bounds[i] : self.bounds[i + 1]]
+
+
+def read_market(
+    r: redis.Redis,
+    first_year: int,
+    last_year: int,
+    meta_fields: Iterable[str] = ("version",),
+) -> MarketSlice:
+    """The year chunks ``first_year..last_year`` and some meta fields of every ticker.
+
+    Two round trips whatever the number of tickers: the symbol set, then one MULTI/EXEC
+    pipeline with an HMGET of the meta fields and an HMGET of the year fields per ticker
+    (no per-ticker round trips, no whole series). MULTI makes it one snapshot of the
+    market. The set as first read is what the answer depends on: a ticker that came or
+    went in between makes the answer stale at once rather than silently incomplete.
+    """
+    symbols = list_symbols(r)
+    fields = ["version", *(f for f in meta_fields if f != "version")]
+    years = [f"{y:04d}" for y in range(first_year, last_year + 1)]
+    pipe = r.pipeline(transaction=True)
+    for sym in symbols:
+        pipe.hmget(meta_key(sym), fields)
+        pipe.hmget(bars_key(sym), years)
+    replies = pipe.execute() if symbols else []
+    kept, metas, chunks, counts = [], [], [], []
+    depends: dict[str, str | None] = {ALL_SYMBOLS: members_digest(symbols)}
+    for i, sym in enumerate(symbols):
+        raw_meta, raw_chunks = replies[2 * i], replies[2 * i + 1]
+        meta = {
+            f: (v.decode() if v is not None else None)
+            for f, v in zip(fields, raw_meta, strict=True)
+        }
+        depends[sym] = meta["version"]
+        if meta["version"] is None:  # deleted since the set was read
+            continue
+        data = b"".join(c for c in raw_chunks if c)
+        kept.append(sym)
+        metas.append(meta)
+        chunks.append(data)
+        counts.append(len(data) // BAR_DTYPE.itemsize)
+    bars = decode_chunks(chunks)
+    bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    return MarketSlice(kept, metas, bars, bounds, depends)
+
+
+def bars_on(market: MarketSlice, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """(index into ``market.symbols``, bar) of every ticker with a bar on ``day``."""
+    rows = np.flatnonzero(market.bars["date"] == to_day(day))
+    owners = np.searchsorted(market.bounds, rows, side="right") - 1
+    return owners, market.bars[rows]
+
+
+def latest_stored_day(r: redis.Redis) -> dt.date | None:
+    """The last day any stored ticker has a bar (one pipelined round trip)."""
+    symbols = list_symbols(r)
+    pipe = r.pipeline(transaction=False)
+    for sym in symbols:
+        pipe.hget(meta_key(sym), "last_date")
+    days = [d.decode() for d in (pipe.execute() if symbols else []) if d]
+    return dt.date.fromisoformat(max(days)) if days else None

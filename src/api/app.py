@@ -18,6 +18,7 @@ from stocks.api import (
     context,
     job_routes,
     limits,
+    market_routes,
     metrics_routes,
     price_routes,
     service_routes,
@@ -30,6 +31,7 @@ from stocks.config import Settings
 MAX_BODY_BYTES = 64 * 1024
 BLUEPRINTS = (
     price_routes.bp,
+    market_routes.bp,
     service_routes.bp,
     analytics_routes.bp,
     job_routes.bp,
