@@ -594,7 +594,7 @@ class MarketSlice(NamedTuple):
     """
 
     symbols: list[str]
-    meta: list[dict[str, str | None]]
+    meta: dict[str, list[str | None]]  # field -> one value per symbol
     bars: np.ndarray
     bounds: np.ndarray
     depends: dict[str, str | None]
@@ -625,25 +625,132 @@ def read_market(
         pipe.hmget(meta_key(sym), fields)
         pipe.hmget(bars_key(sym), years)
     replies = pipe.execute() if symbols else []
-    kept, metas, chunks, counts = [], [], [], []
+    per_symbol = (
+        (replies[2 * i], b"".join(c for c in replies[2 * i + 1] if c)) for i in range(len(symbols))
+    )
+    return _market_slice(symbols, fields, per_symbol)
+
+
+def _market_slice(
+    symbols: list[str], fields: list[str], replies: Iterable[tuple[list, bytes]]
+) -> MarketSlice:
+    """A MarketSlice from (meta values in ``fields`` order, packed bars) per symbol.
+
+    Column-wise on purpose: this runs for 505 tickers on every market answer.
+    """
+    replies = list(replies)
+    raw_meta = zip(*(meta for meta, _ in replies), strict=True) if replies else [[]] * len(fields)
+    meta = {
+        f: [None if v is None else v.decode() for v in col]
+        for f, col in zip(fields, raw_meta, strict=True)
+    }
+    versions = meta["version"]
     depends: dict[str, str | None] = {ALL_SYMBOLS: members_digest(symbols)}
-    for i, sym in enumerate(symbols):
-        raw_meta, raw_chunks = replies[2 * i], replies[2 * i + 1]
-        meta = {
-            f: (v.decode() if v is not None else None)
-            for f, v in zip(fields, raw_meta, strict=True)
-        }
-        depends[sym] = meta["version"]
-        if meta["version"] is None:  # deleted since the set was read
-            continue
-        data = b"".join(c for c in raw_chunks if c)
-        kept.append(sym)
-        metas.append(meta)
-        chunks.append(data)
-        counts.append(len(data) // BAR_DTYPE.itemsize)
-    bars = decode_chunks(chunks)
+    depends.update(zip(symbols, versions, strict=True))
+    datas = [data for _, data in replies]
+    if None in versions:  # deleted since the set was read
+        keep = [i for i, v in enumerate(versions) if v is not None]
+        symbols = [symbols[i] for i in keep]
+        meta = {f: [col[i] for i in keep] for f, col in meta.items()}
+        datas = [datas[i] for i in keep]
+    counts = [len(data) // BAR_DTYPE.itemsize for data in datas]
     bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
-    return MarketSlice(kept, metas, bars, bounds, depends)
+    return MarketSlice(list(symbols), meta, decode_chunks(datas), bounds, depends)
+
+
+# Per ticker: the meta fields asked for, then the packed bars from the last bar with a
+# close on or before ARGV[1] (lo) through the last bar on or before ARGV[2] (hi). Each
+# year chunk is sorted, so a binary search finds hi and a short walk back finds lo; older
+# chunks are looked at only when that walk runs off the start of a year. Record layout as
+# BAR_DTYPE: date int32 at byte 1, close float64 at byte 29 (Lua counts from 1).
+_WINDOW_LUA = """
+local lo, hi, size = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local hi_year, nfields = ARGV[4], tonumber(ARGV[5])
+local fields = {}
+for f = 1, nfields do fields[f] = ARGV[5 + f] end
+local unpack_bytes, sub, floor, call = struct.unpack, string.sub, math.floor, redis.call
+local function date_at(data, j) return unpack_bytes('<i4', data, j * size + 1) end
+local function has_close(data, j)
+  local c = unpack_bytes('<d', data, j * size + 29)
+  return c == c
+end
+-- Index of the last bar on or before hi (-1: none), by binary search.
+local function last_upto(data, n)
+  local a, b = 0, n
+  while a < b do
+    local m = floor((a + b) / 2)
+    if date_at(data, m) <= hi then a = m + 1 else b = m end
+  end
+  return a - 1
+end
+-- Walk back from the last bar <= hi in data; returns the kept piece and whether lo was met.
+local function piece(data)
+  local last = last_upto(data, #data / size)
+  for j = last, 0, -1 do
+    if date_at(data, j) <= lo and has_close(data, j) then
+      return sub(data, j * size + 1, (last + 1) * size), true
+    end
+  end
+  return sub(data, 1, (last + 1) * size), false
+end
+local out = {}
+for i = 1, #KEYS, 2 do
+  local row = call('HMGET', KEYS[i], unpack(fields))
+  local pieces, done = {}, false
+  local data = call('HGET', KEYS[i + 1], hi_year)
+  if data then
+    local got
+    got, done = piece(data)
+    pieces[1] = got
+  end
+  if not done then
+    local years = call('HKEYS', KEYS[i + 1])
+    table.sort(years)
+    for y = #years, 1, -1 do
+      if years[y] < hi_year then
+        local got
+        got, done = piece(call('HGET', KEYS[i + 1], years[y]))
+        table.insert(pieces, 1, got)
+        if done then break end
+      end
+    end
+  end
+  row[#row + 1] = table.concat(pieces)
+  out[#out + 1] = row
+end
+return out
+"""
+
+
+_window_scripts: dict[int, object] = {}
+
+
+def read_market_window(
+    r: redis.Redis, lo: dt.date, hi: dt.date, meta_fields: Iterable[str] = ("version",)
+) -> MarketSlice:
+    """Every ticker's bars from its last bar with a close on or before ``lo`` through its
+    last bar on or before ``hi``, with some meta fields, as one snapshot.
+
+    Those bars are all that "the last close on or before a day" needs for both days (a
+    bar after ``lo`` without a close is kept, one before it is not needed), so
+    ``analytics.change(bars, period, hi)`` with ``lo = hi − period`` gives what it gives on
+    the whole series. ``lo = hi = day`` keeps at most the day's bar and the one before.
+
+    Two round trips whatever the number of tickers: the symbol set, then one script
+    that picks the bars inside Redis, so a few bars per ticker cross the wire instead of
+    whole year chunks (505 tickers: ~30 kB rather than ~6 MB per year read).
+    """
+    symbols = list_symbols(r)
+    fields = ["version", *(f for f in meta_fields if f != "version")]
+    if not symbols:
+        return _market_slice([], fields, [])
+    keys = [k for sym in symbols for k in (meta_key(sym), bars_key(sym))]
+    args = [to_day(lo), to_day(hi), BAR_DTYPE.itemsize, f"{hi.year:04d}", len(fields), *fields]
+    script = _window_scripts.get(id(r))
+    if script is None:
+        script = _window_scripts[id(r)] = r.register_script(_WINDOW_LUA)
+    replies = script(keys=keys, args=args)
+    return _market_slice(symbols, fields, ((row[:-1], row[-1] or b"") for row in replies))
 
 
 def bars_on(market: MarketSlice, day: dt.date) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,15 @@
 """The market routes: every ticker's bar on one day, and the day's top movers.
 
-Both read the whole market in two round trips (``storage.read_market``: the symbol set,
-then one MULTI/EXEC pipeline of per-ticker HMGETs that fetch only the year chunks the
-question needs), never one round trip per ticker. Answers depend on the symbol set and
+Both read the whole market in two round trips (``storage.read_market_window``: the
+symbol set, then one script that picks inside Redis, from each ticker's year chunks, only
+the bars the question needs), never one round trip per ticker. Answers depend on the symbol set and
 every ticker's version, so they carry an ETag and are served again by the answer cache
 until a load or write changes any of them.
 
-Movers use ``stocks.analytics.change`` per ticker, the very function behind
-``/tickers/{symbol}/change``, so a mover's figures equal that route's for the same
-symbol, period and date.
+Movers use ``analytics.change_indices`` and ``analytics.change_columns``, the rule and
+the formulas behind ``/tickers/{symbol}/change`` (``analytics.change`` is built on them),
+applied to every ticker at once, so a mover's figures equal that route's for the same
+symbol, period and date, at numpy speed rather than 505 Python calls.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def no_trading_day(day: dt.date) -> ApiError:
     after = storage.from_day(dates[pos]).isoformat() if pos < len(dates) else None
     iso = day.isoformat()
     if before is None:
-        before = max((m["last_date"] for m in market.meta if m["last_date"] < iso), default=None)
+        before = max((d for d in market.meta["last_date"] if d and d < iso), default=None)
     if after is None:
-        after = min((m["first_date"] for m in market.meta if m["first_date"] > iso), default=None)
+        after = min((d for d in market.meta["first_date"] if d and d > iso), default=None)
     return ApiError(
         404,
         "no_trading_day",
@@ -75,7 +76,7 @@ def no_trading_day(day: dt.date) -> ApiError:
 
 def market_day_answer(path: MarketDayPath, query: FieldsQuery, csv: bool) -> Response:
     day = path.date
-    market = storage.read_market(context.prices_db(), day.year, day.year)
+    market = storage.read_market_window(context.prices_db(), day, day)
     owners, bars = storage.bars_on(market, day)
     if len(bars) == 0:
         raise no_trading_day(day)
@@ -116,34 +117,6 @@ json_and_csv_routes(
 # --- movers ----------------------------------------------------------------------------
 
 
-def needed_years(end: dt.date, period: str) -> tuple[int, int]:
-    """The years holding the closes ``calc.change`` can pick: the last trading day on or
-    before ``end − period`` may be late in the year before it."""
-    return calc.period_start(end, period).year - 1, end.year
-
-
-def ticker_change(market: storage.MarketSlice, i: int, period: str, end: dt.date) -> dict | None:
-    """``calc.change`` for ticker ``i`` over the years read, or over its whole series when
-    its data starts before them and those years did not reach a period back."""
-    bars = market.rows_of(i)
-    try:
-        return calc.change(bars, period, end)
-    except calc.AnalyticsError:
-        pass
-    first = market.meta[i]["first_date"]
-    if (
-        first is None
-        or len(bars) == 0
-        or storage.to_day(dt.date.fromisoformat(first)) >= bars["date"][0]
-    ):
-        return None  # nothing older is stored: /change would say the same
-    whole = storage.read_bars(context.prices_db(), market.symbols[i])
-    try:
-        return calc.change(whole, period, end) if whole is not None else None
-    except calc.AnalyticsError:
-        return None
-
-
 MOVERS_DOC = (
     "Top gainers and losers by change_pct over the period ending at date, each computed "
     "exactly as /tickers/{symbol}/change computes one ticker (last close on or before date "
@@ -165,40 +138,56 @@ def movers(query: MoversParams) -> Response:
     end = query.date or storage.latest_stored_day(r)
     if end is None:
         raise ApiError(404, "no_data", "no ticker is stored")
-    first_year, last_year = needed_years(end, query.period)
-    market = storage.read_market(r, first_year, last_year, ("name", "sector", "first_date"))
-    wanted = query.sector.strip().casefold() if query.sector is not None else None
-    changes, excluded = [], 0
-    for i, sym in enumerate(market.symbols):
-        meta = market.meta[i]
-        if wanted is not None and (meta["sector"] or "").casefold() != wanted:
-            continue
-        got = ticker_change(market, i, query.period, end)
-        if got is None:
-            excluded += 1
-            continue
-        del got["period"]
-        changes.append(
-            {"symbol": sym, "name": meta["name"] or None, "sector": meta["sector"] or None, **got}
-        )
-    market_day = max((c["to_date"] for c in changes), default=None)
-    if market_day is None:
+    market = storage.read_market_window(
+        r, calc.period_start(end, query.period), end, ("name", "sector")
+    )
+    # The rule of /change for every ticker at once: bars with a close, then the indices.
+    keep = np.isfinite(market.bars["close"])
+    owner = np.searchsorted(market.bounds, np.arange(len(keep)), side="right") - 1
+    bounds = np.concatenate(
+        ([0], np.cumsum(np.bincount(owner[keep], minlength=len(market.symbols))))
+    )
+    bars = market.bars[keep]
+    from_idx, to_idx = calc.change_indices(bars["date"], bounds, end, query.period)
+    names, sectors = market.meta["name"], market.meta["sector"]
+    in_scope = np.ones(len(market.symbols), dtype=bool)
+    if query.sector is not None:
+        wanted = query.sector.strip().casefold()
+        in_scope = np.array([(s or "").casefold() == wanted for s in sectors], dtype=bool)
+    chosen = in_scope & (from_idx >= 0) & (to_idx >= 0)
+    if not chosen.any():
         raise ApiError(
             404, "no_data", f"no ticker matches with a close on or before {end.isoformat()}"
         )
-    ranked = [c for c in changes if c["to_date"] == market_day]
-    excluded += len(changes) - len(ranked)
-    ranked.sort(key=lambda c: c["symbol"])
-    ranked.sort(key=lambda c: c["change_pct"], reverse=True)
+    # Only tickers with a bar on the market's last trading day are movers.
+    to_days = np.where(chosen, bars["date"][to_idx], np.iinfo(np.int32).min)
+    market_day = to_days.max()
+    ranked = np.flatnonzero(to_days == market_day)  # in symbol order
+    figures = calc.change_columns(bars["close"], from_idx[ranked], to_idx[ranked])
+    pct = figures["change_pct"]
+
+    def mover(k: int) -> dict:
+        i = ranked[k]
+        return {
+            "symbol": market.symbols[i],
+            "name": names[i] or None,
+            "sector": sectors[i] or None,
+            "from_date": storage.from_day(bars["date"][from_idx[i]]).isoformat(),
+            "from_close": float(figures["from_close"][k]),
+            "to_date": storage.from_day(bars["date"][to_idx[i]]).isoformat(),
+            "to_close": float(figures["to_close"][k]),
+            "change": float(figures["change"][k]),
+            "change_pct": float(pct[k]),
+        }
+
     limit = query.limit
-    gainers = ranked[:limit]
-    losers = sorted(ranked, key=lambda c: c["change_pct"])[:limit]
     body = {
-        "date": market_day,
+        "date": storage.from_day(market_day).isoformat(),
         "period": query.period,
         "count": len(ranked),
-        "excluded": excluded,
-        "gainers": gainers,
-        "losers": losers,
+        "excluded": int(in_scope.sum()) - len(ranked),
+        # Stable sorts keep symbol order among equal changes.
+        "gainers": [mover(k) for k in np.argsort(-pct, kind="stable")[:limit]],
+        "losers": [mover(k) for k in np.argsort(pct, kind="stable")[:limit]],
     }
     return remember(json_response(body), market.depends)
