@@ -586,7 +586,7 @@ def dependency_versions(r: redis.Redis, names: Iterable[str]) -> dict[str, str |
 
 
 class MarketSlice(NamedTuple):
-    """Every stored ticker's bars in some whole years, read as one snapshot.
+    """Some bars of every stored ticker, read by one script (so as one snapshot).
 
     ``bars`` holds all tickers one after the other (each sorted by date);
     ``bounds[i]:bounds[i + 1]`` are the rows of ``symbols[i]``. ``depends`` maps
@@ -601,34 +601,6 @@ class MarketSlice(NamedTuple):
 
     def rows_of(self, i: int) -> np.ndarray:
         return self.bars[self.bounds[i] : self.bounds[i + 1]]
-
-
-def read_market(
-    r: redis.Redis,
-    first_year: int,
-    last_year: int,
-    meta_fields: Iterable[str] = ("version",),
-) -> MarketSlice:
-    """The year chunks ``first_year..last_year`` and some meta fields of every ticker.
-
-    Two round trips whatever the number of tickers: the symbol set, then one MULTI/EXEC
-    pipeline with an HMGET of the meta fields and an HMGET of the year fields per ticker
-    (no per-ticker round trips, no whole series). MULTI makes it one snapshot of the
-    market. The set as first read is what the answer depends on: a ticker that came or
-    went in between makes the answer stale at once rather than silently incomplete.
-    """
-    symbols = list_symbols(r)
-    fields = ["version", *(f for f in meta_fields if f != "version")]
-    years = [f"{y:04d}" for y in range(first_year, last_year + 1)]
-    pipe = r.pipeline(transaction=True)
-    for sym in symbols:
-        pipe.hmget(meta_key(sym), fields)
-        pipe.hmget(bars_key(sym), years)
-    replies = pipe.execute() if symbols else []
-    per_symbol = (
-        (replies[2 * i], b"".join(c for c in replies[2 * i + 1] if c)) for i in range(len(symbols))
-    )
-    return _market_slice(symbols, fields, per_symbol)
 
 
 def _market_slice(
@@ -751,6 +723,53 @@ def read_market_window(
         script = _window_scripts[id(r)] = r.register_script(_WINDOW_LUA)
     replies = script(keys=keys, args=args)
     return _market_slice(symbols, fields, ((row[:-1], row[-1] or b"") for row in replies))
+
+
+# Per bars key: the date of its first bar after ARGV[1] (a day number), or false.
+_NEXT_DAY_LUA = """
+local day, size, year = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local unpack_bytes, floor, call = struct.unpack, math.floor, redis.call
+local function first_after(data)
+  local a, b = 0, #data / size
+  while a < b do
+    local m = floor((a + b) / 2)
+    if unpack_bytes('<i4', data, m * size + 1) <= day then a = m + 1 else b = m end
+  end
+  if a < #data / size then return unpack_bytes('<i4', data, a * size + 1) end
+  return false
+end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local found = false
+  local data = call('HGET', key, year)
+  if data then found = first_after(data) end
+  if not found then
+    local years = call('HKEYS', key)
+    table.sort(years)
+    for _, y in ipairs(years) do
+      if y > year then
+        found = first_after(call('HGET', key, y))
+        if found then break end
+      end
+    end
+  end
+  out[i] = found
+end
+return out
+"""
+_next_day_scripts: dict[int, object] = {}
+
+
+def next_market_day(r: redis.Redis, symbols: list[str], day: dt.date) -> dt.date | None:
+    """The first day after ``day`` on which any of ``symbols`` has a bar (one round trip)."""
+    if not symbols:
+        return None
+    script = _next_day_scripts.get(id(r))
+    if script is None:
+        script = _next_day_scripts[id(r)] = r.register_script(_NEXT_DAY_LUA)
+    args = [to_day(day), BAR_DTYPE.itemsize, f"{day.year:04d}"]
+    found = [d for d in script(keys=[bars_key(s) for s in symbols], args=args) if d]
+    return from_day(min(found)) if found else None
 
 
 def bars_on(market: MarketSlice, day: dt.date) -> tuple[np.ndarray, np.ndarray]:

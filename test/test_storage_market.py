@@ -1,4 +1,4 @@
-"""Whole-market reads: the window script and the year pipeline against whole-series reads."""
+"""Whole-market reads: the window script against whole-series reads."""
 
 from __future__ import annotations
 
@@ -77,14 +77,6 @@ def test_window_on_one_day_holds_that_day_and_the_meta(r0, market):
         "2016-01-04",
         "2016-01-05",
     ]
-
-
-def test_year_pipeline_reads_whole_years(r0, market):
-    years = storage.read_market(r0, 2015, 2016, ("first_date",))
-    for i, sym in enumerate(years.symbols):
-        want = storage.cut(market[sym], dt.date(2015, 1, 1), dt.date(2016, 12, 31))
-        assert years.rows_of(i).tobytes() == want.tobytes()
-    assert years.meta["first_date"][3] == "2015-12-31"
 
 
 def test_dependencies_follow_the_symbol_set(r0, market):

@@ -46,31 +46,22 @@ bp = APIBlueprint("market", __name__, operation_id_callback=plain_operation_id)
 # --- one day ---------------------------------------------------------------------------
 
 
-def no_trading_day(day: dt.date) -> ApiError:
+def no_trading_day(day: dt.date, market: storage.MarketSlice) -> ApiError:
     """The 404 for a day no ticker traded, naming the market's nearest trading days.
 
-    Looks one year either side (the error path may read more than the answer does), and
-    past that uses the stored first and last days.
+    ``market`` is the window read for ``day``: it already holds every ticker's last bar
+    before it; the next one takes one more round trip (the error path only).
     """
-    r = context.prices_db()
-    market = storage.read_market(r, day.year - 1, day.year + 1, ("first_date", "last_date"))
-    dates = np.unique(market.bars["date"])
-    target = storage.to_day(day)
-    pos = int(np.searchsorted(dates, target))
-    before = storage.from_day(dates[pos - 1]).isoformat() if pos > 0 else None
-    after = storage.from_day(dates[pos]).isoformat() if pos < len(dates) else None
+    before = storage.from_day(market.bars["date"].max()) if len(market.bars) else None
+    after = storage.next_market_day(context.prices_db(), market.symbols, day)
     iso = day.isoformat()
-    if before is None:
-        before = max((d for d in market.meta["last_date"] if d and d < iso), default=None)
-    if after is None:
-        after = min((d for d in market.meta["first_date"] if d and d > iso), default=None)
     return ApiError(
         404,
         "no_trading_day",
         f"no stored ticker has a bar on {iso}",
         date=iso,
-        previous=before,
-        next=after,
+        previous=before.isoformat() if before else None,
+        next=after.isoformat() if after else None,
     )
 
 
@@ -79,7 +70,7 @@ def market_day_answer(path: MarketDayPath, query: FieldsQuery, csv: bool) -> Res
     market = storage.read_market_window(context.prices_db(), day, day)
     owners, bars = storage.bars_on(market, day)
     if len(bars) == 0:
-        raise no_trading_day(day)
+        raise no_trading_day(day, market)
     columns = storage.columns_for(bars, query.field_list())
     rows = storage.bar_dicts(bars, columns)
     for owner, row in zip(owners.tolist(), rows, strict=True):
