@@ -394,6 +394,24 @@ def test_openapi_document_lists_the_routes(client, loaded):
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 
+def test_openapi_documents_market_routes_csv_twins_and_images(client):
+    doc = client.get("/openapi.json").get_json()
+    paths = doc["paths"]
+    assert [t["name"] for t in doc["tags"]].index("market") > 0
+    for path in ("/market/{date}", "/market/{date}.csv", "/market/movers"):
+        assert paths[path]["get"]["tags"] == ["market"]
+    for path in ("/tickers.csv", "/tickers/{symbol}/prices.csv", "/market/{date}.csv"):
+        assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["text/csv"]
+        assert "304" in paths[path]["get"]["responses"]
+    negotiated = paths["/tickers/{symbol}/prices"]["get"]["responses"]["200"]["content"]
+    assert list(negotiated) == ["application/json", "text/csv"]
+    params = {p["name"] for p in paths["/tickers/{symbol}/prices"]["get"]["parameters"]}
+    assert {"limit", "order"} <= params
+    image = paths["/jobs/{job_id}/image"]["get"]["responses"]["200"]["content"]
+    assert set(image) == {"image/png", "image/svg+xml"}
+    assert image["image/png"]["schema"]["format"] == "binary"
+
+
 def test_docs_page_uses_only_local_assets(client, loaded):
     resp = client.get("/docs", follow_redirects=True)
     assert resp.status_code == 200 and resp.mimetype == "text/html"
