@@ -160,3 +160,12 @@ def test_real_ticker_with_empty_cells(interval):
     )
     assert np.isnan(bars["open"]).any()
     assert_same(resample(bars, interval), reference(bars, interval))
+
+
+def test_the_api_accepts_exactly_these_intervals():
+    from typing import get_args  # noqa: PLC0415
+
+    from stocks.api.models import Interval  # noqa: PLC0415
+    from stocks.resample import INTERVALS  # noqa: PLC0415
+
+    assert get_args(Interval) == INTERVALS

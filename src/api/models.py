@@ -9,6 +9,8 @@ Reusable pieces for other route modules:
     DateRange       query ``start``/``end`` (ISO dates, both optional, start <= end)
     FormatQuery     query ``format=json|csv`` (None: decided by the Accept header)
     DateRangeQuery  DateRange + FormatQuery
+    FieldsQuery     query ``fields=`` (a subset of the bar columns)
+    CSV_ONLY        the 200 response of a ``.csv`` route (text/csv only)
     IsoDate         an annotated ``datetime.date`` that only accepts ``YYYY-MM-DD``
     check_text      the "no control characters" rule, for any free-text field
     ErrorBody       the documented error shape, for ``responses={404: ErrorBody}``

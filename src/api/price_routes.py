@@ -159,11 +159,6 @@ def tickers_answer(_path: None, query: TickersParams, csv: bool) -> Response:
     metas = storage.get_metas(r, symbols)
     depends: dict[str, str | None] = {storage.ALL_SYMBOLS: storage.members_digest(symbols)}
     depends.update((sym, metas.get(sym, {}).get("version")) for sym in symbols)
-    for meta in metas.values():
-        meta.setdefault("name", None)
-    for sym, meta in metas.items():
-        if not meta["name"]:
-            meta["name"] = describe(sym)[0]
     wanted = query.sector.strip().casefold() if query.sector is not None else None
     chosen = [
         sym
@@ -171,7 +166,9 @@ def tickers_answer(_path: None, query: TickersParams, csv: bool) -> Response:
         if wanted is None or (metas[sym].get("sector") or "").casefold() == wanted
     ]
     if query.q is not None:
-        chosen = search.rank(query.q, ((sym, metas[sym]["name"]) for sym in chosen))
+        # A ticker stored without a name is still found by the published one.
+        names = ((sym, metas[sym].get("name") or describe(sym)[0]) for sym in chosen)
+        chosen = search.rank(query.q, names)
     rows = [summary(sym, metas[sym]) for sym in chosen]
     payload = {"count": len(rows), "tickers": rows}
     return remember(
