@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import SP500_DIR, business_days, needs_shared
 
 from stocks import storage
-from stocks.resample import resample
+from stocks.api.models import Interval
+from stocks.resample import INTERVALS, resample
 
 
 def random_bars(days: np.ndarray, seed: int = 7, holes: bool = True) -> np.ndarray:
@@ -163,9 +166,4 @@ def test_real_ticker_with_empty_cells(interval):
 
 
 def test_the_api_accepts_exactly_these_intervals():
-    from typing import get_args  # noqa: PLC0415
-
-    from stocks.api.models import Interval  # noqa: PLC0415
-    from stocks.resample import INTERVALS  # noqa: PLC0415
-
     assert get_args(Interval) == INTERVALS
