@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-SECTIONS = ["load", "api", "analytics", "charts", "queue"]
+SECTIONS = ["load", "api", "analytics", "market", "charts", "queue"]
 RESULTS = Path(__file__).with_name("RESULTS.md")
 MARKER = re.compile(r"^<!-- section: (\w+) -->\n", re.M)
 

@@ -35,6 +35,7 @@ DAYS_PER_YEAR = 365.25
 PERIODS: dict[str, tuple[int, int]] = {
     "1d": (1, 0),
     "5d": (5, 0),
+    "1wk": (7, 0),
     "1mo": (0, 1),
     "3mo": (0, 3),
     "6mo": (0, 6),
@@ -178,6 +179,43 @@ def stats_range_for_period(bars: np.ndarray, period: str, end: dt.date) -> tuple
 # --- change over a period --------------------------------------------------------------
 
 
+def change_indices(
+    dates: np.ndarray, bounds: np.ndarray, end: dt.date, period: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rule of ``change`` for many series at once: (from, to) row indices per series.
+
+    ``dates`` holds series one after the other (each sorted, bars with a close only),
+    ``bounds[i]:bounds[i + 1]`` being series i. ``to`` is its last row on or before
+    ``end``, ``from`` its last row on or before ``end − period`` (calendar arithmetic,
+    ``period_start``); -1 where there is none.
+    """
+    n = len(bounds) - 1
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(bounds))
+    # One sorted key for all series: (series, date); dates fit easily in 32 bits.
+    keys = (owner << 32) + dates.astype(np.int64)
+    base = np.arange(n, dtype=np.int64) << 32
+    starts = bounds[:-1]
+
+    def last_upto(day: dt.date) -> np.ndarray:
+        pos = np.searchsorted(keys, base + to_day(day), side="right") - 1
+        return np.where(pos >= starts, pos, -1)
+
+    return last_upto(period_start(end, period)), last_upto(end)
+
+
+def change_columns(
+    closes: np.ndarray, from_idx: np.ndarray, to_idx: np.ndarray
+) -> dict[str, np.ndarray]:
+    """from_close, to_close, change and change_pct (percent) for index pairs."""
+    from_close, to_close = closes[from_idx], closes[to_idx]
+    return {
+        "from_close": from_close,
+        "to_close": to_close,
+        "change": to_close - from_close,
+        "change_pct": (to_close / from_close - 1.0) * 100.0,
+    }
+
+
 def change(bars: np.ndarray, period: str, end: dt.date | None = None) -> dict:
     """Close on the last trading day <= end against the last trading day <= end − period."""
     bars = with_close(bars)
@@ -186,30 +224,29 @@ def change(bars: np.ndarray, period: str, end: dt.date | None = None) -> dict:
     dates = bars["date"]
     if end is None:
         end = from_day(dates[-1])
-    to_idx = last_on_or_before(dates, end)
-    if to_idx is None:
+    (from_idx,), (to_idx,) = change_indices(dates, np.array([0, len(dates)]), end, period)
+    if to_idx < 0:
         raise AnalyticsError(
             "no_data_before",
             f"no trading day on or before {end.isoformat()} (data starts "
             f"{from_day(dates[0]).isoformat()})",
         )
-    target = period_start(end, period)
-    from_idx = last_on_or_before(dates, target)
-    if from_idx is None:
+    if from_idx < 0:
+        target = period_start(end, period)
         raise AnalyticsError(
             "no_data_before",
             f"no trading day on or before {target.isoformat()} ({end.isoformat()} − {period}); "
             f"data starts {from_day(dates[0]).isoformat()}",
         )
-    from_close, to_close = float(bars["close"][from_idx]), float(bars["close"][to_idx])
+    figures = change_columns(bars["close"], np.array([from_idx]), np.array([to_idx]))
     return {
         "period": period,
         "from_date": from_day(dates[from_idx]).isoformat(),
-        "from_close": from_close,
+        "from_close": float(figures["from_close"][0]),
         "to_date": from_day(dates[to_idx]).isoformat(),
-        "to_close": to_close,
-        "change": to_close - from_close,
-        "change_pct": (to_close / from_close - 1.0) * 100.0,
+        "to_close": float(figures["to_close"][0]),
+        "change": float(figures["change"][0]),
+        "change_pct": float(figures["change_pct"][0]),
     }
 
 

@@ -1,8 +1,10 @@
-"""Daily bars to weekly (ISO week) or monthly (calendar month) bars, in numpy only.
+"""Daily bars to weekly, monthly, quarterly or yearly bars, in numpy only.
 
-A bar covers the trading days of one ISO week (Monday..Sunday) or one calendar month and
-is labelled with the date of its first trading day. Per column, like pandas'
-``resample().agg(first/max/min/last/sum)``, missing cells are skipped:
+A bar covers the trading days of one ISO week (Monday..Sunday, ``1wk``), one calendar
+month (``1mo``), one calendar quarter (``3mo``: Jan-Mar, Apr-Jun, Jul-Sep, Oct-Dec) or
+one calendar year (``1y``), and is labelled with the date of its first trading day.
+Per column, like pandas' ``resample().agg(first/max/min/last/sum)``, missing cells are
+skipped:
     open = first open present, high = max high, low = min low,
     close = last close present, adj_close = last adj_close present,
     volume = sum of the volumes present.
@@ -15,7 +17,7 @@ import numpy as np
 
 from stocks.storage import BAR_DTYPE, MISSING_VOLUME, VOLUME_MAX
 
-INTERVALS = ("1d", "1wk", "1mo")
+INTERVALS = ("1d", "1wk", "1mo", "3mo", "1y")
 
 
 def period_keys(days: np.ndarray, interval: str) -> np.ndarray:
@@ -24,8 +26,12 @@ def period_keys(days: np.ndarray, interval: str) -> np.ndarray:
     if interval == "1wk":
         # 1970-01-01 was a Thursday, so day -3 is a Monday: weeks start on Mondays.
         return (days + 3) // 7
-    if interval == "1mo":
-        return days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    if interval in ("1mo", "3mo"):
+        months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+        # Month 0 is January 1970, so whole quarters start at multiples of 3.
+        return months if interval == "1mo" else months // 3
+    if interval == "1y":
+        return days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64)
     raise ValueError(f"unknown interval {interval!r}")
 
 
@@ -45,7 +51,7 @@ def _last_present(col: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 def resample(bars: np.ndarray, interval: str) -> np.ndarray:
-    """Bars (sorted by date, BAR_DTYPE) grouped by ``interval``: "1d", "1wk" or "1mo"."""
+    """Bars (sorted by date, BAR_DTYPE) grouped by ``interval``: one of ``INTERVALS``."""
     if interval == "1d" or len(bars) == 0:
         return bars
     keys = period_keys(bars["date"], interval)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import redis
@@ -676,3 +678,243 @@ def bar_dicts(bars: np.ndarray, fields: Iterable[str] | None = None) -> list[dic
     keys = ("date", *columns)
     cols = [_json_column(bars, n) for n in columns]
     return [dict(zip(keys, row, strict=True)) for row in zip(dates, *cols, strict=True)]
+
+
+# --- the whole market at once ----------------------------------------------------------
+
+# A dependency name (never a symbol: SYMBOL_RE refuses it) standing for the set of stored
+# symbols, so an answer over "every ticker" goes stale when a ticker comes or goes.
+ALL_SYMBOLS = "*"
+
+
+def members_digest(symbols: Iterable[str]) -> str:
+    """A short fingerprint of a set of symbols (order does not matter)."""
+    joined = "\n".join(sorted(symbols)).encode()
+    return hashlib.blake2b(joined, digest_size=12).hexdigest()
+
+
+def dependency_versions(r: redis.Redis, names: Iterable[str]) -> dict[str, str | None]:
+    """``versions``, where the name ``ALL_SYMBOLS`` reads as the digest of the symbol set.
+
+    One round trip either way: what the answer cache re-reads before serving a repeat.
+    """
+    names = list(names)
+    if ALL_SYMBOLS not in names:
+        return versions(r, names)
+    pipe = r.pipeline(transaction=False)
+    for name in names:
+        if name == ALL_SYMBOLS:
+            pipe.smembers(SYMBOLS_KEY)
+        else:
+            pipe.hget(meta_key(name), "version")
+    out: dict[str, str | None] = {}
+    for name, value in zip(names, pipe.execute(), strict=True):
+        if name == ALL_SYMBOLS:
+            out[name] = members_digest(s.decode() for s in value)
+        else:
+            out[name] = value.decode() if value is not None else None
+    return out
+
+
+class MarketSlice(NamedTuple):
+    """Some bars of every stored ticker, read by one script (so as one snapshot).
+
+    ``bars`` holds all tickers one after the other (each sorted by date);
+    ``bounds[i]:bounds[i + 1]`` are the rows of ``symbols[i]``. ``depends`` maps
+    ``ALL_SYMBOLS`` and every symbol to the version the answer is built from.
+    """
+
+    symbols: list[str]
+    meta: dict[str, list[str | None]]  # field -> one value per symbol
+    bars: np.ndarray
+    bounds: np.ndarray
+    depends: dict[str, str | None]
+
+    def rows_of(self, i: int) -> np.ndarray:
+        return self.bars[self.bounds[i] : self.bounds[i + 1]]
+
+
+def _market_slice(
+    symbols: list[str], fields: list[str], replies: Iterable[tuple[list, bytes]]
+) -> MarketSlice:
+    """A MarketSlice from (meta values in ``fields`` order, packed bars) per symbol.
+
+    Column-wise on purpose: this runs for 505 tickers on every market answer.
+    """
+    replies = list(replies)
+    raw_meta = zip(*(meta for meta, _ in replies), strict=True) if replies else [[]] * len(fields)
+    meta = {
+        f: [None if v is None else v.decode() for v in col]
+        for f, col in zip(fields, raw_meta, strict=True)
+    }
+    versions = meta["version"]
+    depends: dict[str, str | None] = {ALL_SYMBOLS: members_digest(symbols)}
+    depends.update(zip(symbols, versions, strict=True))
+    datas = [data for _, data in replies]
+    if None in versions:  # deleted since the set was read
+        keep = [i for i, v in enumerate(versions) if v is not None]
+        symbols = [symbols[i] for i in keep]
+        meta = {f: [col[i] for i in keep] for f, col in meta.items()}
+        datas = [datas[i] for i in keep]
+    counts = [len(data) // BAR_DTYPE.itemsize for data in datas]
+    bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    return MarketSlice(list(symbols), meta, decode_chunks(datas), bounds, depends)
+
+
+# Per ticker: the meta fields asked for, then the packed bars from the last bar with a
+# close on or before ARGV[1] (lo) through the last bar on or before ARGV[2] (hi). Each
+# year chunk is sorted, so a binary search finds hi and a short walk back finds lo; older
+# chunks are looked at only when that walk runs off the start of a year. Record layout as
+# BAR_DTYPE: date int32 at byte 1, close float64 at byte 29 (Lua counts from 1).
+_WINDOW_LUA = """
+local lo, hi, size = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local hi_year, nfields = ARGV[4], tonumber(ARGV[5])
+local fields = {}
+for f = 1, nfields do fields[f] = ARGV[5 + f] end
+local unpack_bytes, sub, floor, call = struct.unpack, string.sub, math.floor, redis.call
+local function date_at(data, j) return unpack_bytes('<i4', data, j * size + 1) end
+local function has_close(data, j)
+  local c = unpack_bytes('<d', data, j * size + 29)
+  return c == c
+end
+-- Index of the last bar on or before hi (-1: none), by binary search.
+local function last_upto(data, n)
+  local a, b = 0, n
+  while a < b do
+    local m = floor((a + b) / 2)
+    if date_at(data, m) <= hi then a = m + 1 else b = m end
+  end
+  return a - 1
+end
+-- Walk back from the last bar <= hi in data; returns the kept piece and whether lo was met.
+local function piece(data)
+  local last = last_upto(data, #data / size)
+  for j = last, 0, -1 do
+    if date_at(data, j) <= lo and has_close(data, j) then
+      return sub(data, j * size + 1, (last + 1) * size), true
+    end
+  end
+  return sub(data, 1, (last + 1) * size), false
+end
+local out = {}
+for i = 1, #KEYS, 2 do
+  local row = call('HMGET', KEYS[i], unpack(fields))
+  local pieces, done = {}, false
+  local data = call('HGET', KEYS[i + 1], hi_year)
+  if data then
+    local got
+    got, done = piece(data)
+    pieces[1] = got
+  end
+  if not done then
+    local years = call('HKEYS', KEYS[i + 1])
+    table.sort(years)
+    for y = #years, 1, -1 do
+      if years[y] < hi_year then
+        local got
+        got, done = piece(call('HGET', KEYS[i + 1], years[y]))
+        table.insert(pieces, 1, got)
+        if done then break end
+      end
+    end
+  end
+  row[#row + 1] = table.concat(pieces)
+  out[#out + 1] = row
+end
+return out
+"""
+
+
+_window_scripts: dict[int, object] = {}
+
+
+def read_market_window(
+    r: redis.Redis, lo: dt.date, hi: dt.date, meta_fields: Iterable[str] = ("version",)
+) -> MarketSlice:
+    """Every ticker's bars from its last bar with a close on or before ``lo`` through its
+    last bar on or before ``hi``, with some meta fields, as one snapshot.
+
+    Those bars are all that "the last close on or before a day" needs for both days (a
+    bar after ``lo`` without a close is kept, one before it is not needed), so
+    ``analytics.change(bars, period, hi)`` with ``lo = hi − period`` gives what it gives on
+    the whole series. ``lo = hi = day`` keeps at most the day's bar and the one before.
+
+    Two round trips whatever the number of tickers: the symbol set, then one script
+    that picks the bars inside Redis, so a few bars per ticker cross the wire instead of
+    whole year chunks (505 tickers: ~30 kB rather than ~6 MB per year read).
+    """
+    symbols = list_symbols(r)
+    fields = ["version", *(f for f in meta_fields if f != "version")]
+    if not symbols:
+        return _market_slice([], fields, [])
+    keys = [k for sym in symbols for k in (meta_key(sym), bars_key(sym))]
+    args = [to_day(lo), to_day(hi), BAR_DTYPE.itemsize, f"{hi.year:04d}", len(fields), *fields]
+    script = _window_scripts.get(id(r))
+    if script is None:
+        script = _window_scripts[id(r)] = r.register_script(_WINDOW_LUA)
+    replies = script(keys=keys, args=args)
+    return _market_slice(symbols, fields, ((row[:-1], row[-1] or b"") for row in replies))
+
+
+# Per bars key: the date of its first bar after ARGV[1] (a day number), or false.
+_NEXT_DAY_LUA = """
+local day, size, year = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local unpack_bytes, floor, call = struct.unpack, math.floor, redis.call
+local function first_after(data)
+  local a, b = 0, #data / size
+  while a < b do
+    local m = floor((a + b) / 2)
+    if unpack_bytes('<i4', data, m * size + 1) <= day then a = m + 1 else b = m end
+  end
+  if a < #data / size then return unpack_bytes('<i4', data, a * size + 1) end
+  return false
+end
+local out = {}
+for i, key in ipairs(KEYS) do
+  local found = false
+  local data = call('HGET', key, year)
+  if data then found = first_after(data) end
+  if not found then
+    local years = call('HKEYS', key)
+    table.sort(years)
+    for _, y in ipairs(years) do
+      if y > year then
+        found = first_after(call('HGET', key, y))
+        if found then break end
+      end
+    end
+  end
+  out[i] = found
+end
+return out
+"""
+_next_day_scripts: dict[int, object] = {}
+
+
+def next_market_day(r: redis.Redis, symbols: list[str], day: dt.date) -> dt.date | None:
+    """The first day after ``day`` on which any of ``symbols`` has a bar (one round trip)."""
+    if not symbols:
+        return None
+    script = _next_day_scripts.get(id(r))
+    if script is None:
+        script = _next_day_scripts[id(r)] = r.register_script(_NEXT_DAY_LUA)
+    args = [to_day(day), BAR_DTYPE.itemsize, f"{day.year:04d}"]
+    found = [d for d in script(keys=[bars_key(s) for s in symbols], args=args) if d]
+    return from_day(min(found)) if found else None
+
+
+def bars_on(market: MarketSlice, day: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    """(index into ``market.symbols``, bar) of every ticker with a bar on ``day``."""
+    rows = np.flatnonzero(market.bars["date"] == to_day(day))
+    owners = np.searchsorted(market.bounds, rows, side="right") - 1
+    return owners, market.bars[rows]
+
+
+def latest_stored_day(r: redis.Redis) -> dt.date | None:
+    """The last day any stored ticker has a bar (one pipelined round trip)."""
+    symbols = list_symbols(r)
+    pipe = r.pipeline(transaction=False)
+    for sym in symbols:
+        pipe.hget(meta_key(sym), "last_date")
+    days = [d.decode() for d in (pipe.execute() if symbols else []) if d]
+    return dt.date.fromisoformat(max(days)) if days else None

@@ -174,7 +174,7 @@ def ref_change(bars, period: str, end: dt.date) -> dict:
     """Linear scans over Python dates; the calendar offset comes from pandas' DateOffset."""
     days = dates_of(bars)
     closes = [float(c) for c in bars["close"]]
-    n = {"1d": 1, "5d": 5}.get(period)
+    n = {"1d": 1, "5d": 5, "1wk": 7}.get(period)
     if n is not None:
         target = end - dt.timedelta(days=n)
     else:

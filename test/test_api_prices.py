@@ -137,6 +137,59 @@ def test_tickers_csv(client, loaded):
     assert rows[1]["rows"] == str(len(loaded["BRK.B"]))
 
 
+@pytest.fixture
+def named(r0):
+    """Tickers whose symbols and names compete for the same searches."""
+    one = make_series("2017-01-02", "2017-01-31")
+    for sym, name, sector in [
+        ("AAPL", "Apple Inc.", "Information Technology"),
+        ("APA", "Apache Corporation", "Energy"),
+        ("AMAT", "Applied Materials Inc.", "Information Technology"),
+        ("MSFT", "Microsoft Corp.", "Information Technology"),
+        ("GE", "General Electric", "Industrials"),
+        ("GIS", "General Mills", "Consumer Staples"),
+        ("BRK.B", "Berkshire Hathaway", "Financials"),
+        ("SNAP", "Pineapple Holdings", "Consumer Staples"),
+    ]:
+        storage.replace_series(r0, sym, one, {"name": name, "sector": sector, "source": "csv"})
+
+
+@pytest.mark.parametrize(
+    ("query", "want"),
+    [
+        ("apple", ["AAPL", "SNAP"]),  # name word start before name substring
+        ("APP", ["AAPL", "AMAT", "SNAP"]),  # ties by symbol
+        ("ap", ["APA", "AAPL", "AMAT", "SNAP"]),  # symbol prefix before name words
+        ("aapl", ["AAPL"]),
+        ("brk-b", ["BRK.B"]),  # the dash spelling finds the dot
+        ("general   m", ["GIS"]),  # several words, spaces squeezed
+        ("soft", ["MSFT"]),
+        ("ge", ["GE", "GIS"]),  # exact symbol, then a symbol prefix; nothing from names
+        ("zzz", []),
+    ],
+)
+def test_search_ranks_symbol_then_name_matches(client, named, query, want):
+    body = client.get("/tickers", query_string={"q": query}).get_json()
+    assert [t["symbol"] for t in body["tickers"]] == want and body["count"] == len(want)
+
+
+def test_search_combines_with_sector_and_csv(client, named):
+    q = {"q": "ap", "sector": "information technology"}
+    assert [t["symbol"] for t in client.get("/tickers", query_string=q).get_json()["tickers"]] == [
+        "AAPL",
+        "AMAT",
+    ]
+    for resp in (
+        client.get("/tickers.csv", query_string=q),
+        client.get("/tickers", query_string={**q, "format": "csv"}),
+    ):
+        assert resp.mimetype == "text/csv"
+        rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
+        assert [r["symbol"] for r in rows] == ["AAPL", "AMAT"]
+    for bad in ({"q": ""}, {"q": "x" * 101}, {"q": "a\nb"}):
+        assert error_of(client.get("/tickers", query_string=bad), 400)["errors"][0]["field"] == "q"
+
+
 def test_ticker_detail_alias_and_latest(client, loaded):
     body = client.get("/tickers/brk-b").get_json()
     assert body["symbol"] == "BRK.B"
@@ -179,12 +232,50 @@ def test_adj_close_present_when_stored(client, loaded):
     assert first["adj_close"] == float(loaded["BRK.B"]["adj_close"][0])
 
 
-@pytest.mark.parametrize("interval", ["1wk", "1mo"])
+@pytest.mark.parametrize("interval", ["1wk", "1mo", "3mo", "1y"])
 def test_intervals_match_resample(client, loaded, interval):
     body = client.get(f"/tickers/AAPL/prices?interval={interval}&start=2015-01-01").get_json()
     bars = storage.cut(loaded["AAPL"], dt.date(2015, 1, 1), None)
     assert body["interval"] == interval
     assert body["prices"] == expected_rows(resample(bars, interval))
+
+
+@pytest.mark.parametrize("interval", ["1d", "1wk", "3mo"])
+def test_limit_keeps_the_latest_bars_in_either_order(client, loaded, interval):
+    bars = resample(storage.cut(loaded["AAPL"], None, dt.date(2016, 6, 30)), interval)
+    want = expected_rows(bars)
+    url = f"/tickers/AAPL/prices?end=2016-06-30&interval={interval}&limit=4"
+    asc = client.get(url).get_json()
+    assert asc["prices"] == want[-4:] and asc["order"] == "asc"
+    assert (asc["count"], asc["available"], asc["limited"]) == (4, len(want), True)
+    desc = client.get(url + "&order=desc")
+    assert desc.get_json()["prices"] == want[-4:][::-1]
+    assert desc.headers["X-Limited"] == "true" and desc.headers["X-Available"] == str(len(want))
+    unlimited = client.get(f"/tickers/AAPL/prices?interval={interval}&order=desc").get_json()
+    assert unlimited["limited"] is False and unlimited["count"] == unlimited["available"]
+    assert unlimited["prices"][0]["date"] >= unlimited["prices"][-1]["date"]
+
+
+def test_limit_with_range_and_csv(client, loaded):
+    want = expected_rows(storage.cut(loaded["XOM"], dt.date(2017, 2, 1), dt.date(2017, 2, 28)))
+    for path in (
+        "/tickers/XOM/prices.csv?start=2017-02-01&end=2017-02-28&limit=3&order=desc",
+        "/tickers/XOM/prices?start=2017-02-01&end=2017-02-28&limit=3&order=desc&format=csv",
+    ):
+        resp = client.get(path)
+        assert resp.mimetype == "text/csv" and resp.headers["X-Limited"] == "true"
+        rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
+        assert [r["date"] for r in rows] == [w["date"] for w in want[-3:][::-1]]
+        assert [float(r["close"]) for r in rows] == [w["close"] for w in want[-3:][::-1]]
+    more = client.get("/tickers/XOM/prices?start=2017-02-01&end=2017-02-28&limit=100").get_json()
+    assert more["limited"] is False and more["count"] == len(want)
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=10001", "limit=-3", "limit=x", "order=up"])
+def test_bad_limit_or_order_is_400(client, loaded, query):
+    field = query.split("=")[0]
+    err = error_of(client.get(f"/tickers/AAPL/prices?{query}"), 400)
+    assert err["errors"][0]["field"] == field
 
 
 def test_fields_limit_columns_in_request_order(client, loaded):
@@ -301,6 +392,24 @@ def test_openapi_document_lists_the_routes(client, loaded):
     assert {"symbol", "start", "end", "interval", "fields", "format"} <= params
     assert set(paths["/tickers/{symbol}/prices/{date}"]) >= {"get", "put", "delete"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+
+
+def test_openapi_documents_market_routes_csv_twins_and_images(client):
+    doc = client.get("/openapi.json").get_json()
+    paths = doc["paths"]
+    assert [t["name"] for t in doc["tags"]].index("market") > 0
+    for path in ("/market/{date}", "/market/{date}.csv", "/market/movers"):
+        assert paths[path]["get"]["tags"] == ["market"]
+    for path in ("/tickers.csv", "/tickers/{symbol}/prices.csv", "/market/{date}.csv"):
+        assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["text/csv"]
+        assert "304" in paths[path]["get"]["responses"]
+    negotiated = paths["/tickers/{symbol}/prices"]["get"]["responses"]["200"]["content"]
+    assert list(negotiated) == ["application/json", "text/csv"]
+    params = {p["name"] for p in paths["/tickers/{symbol}/prices"]["get"]["parameters"]}
+    assert {"limit", "order"} <= params
+    image = paths["/jobs/{job_id}/image"]["get"]["responses"]["200"]["content"]
+    assert set(image) == {"image/png", "image/svg+xml"}
+    assert image["image/png"]["schema"]["format"] == "binary"
 
 
 def test_docs_page_uses_only_local_assets(client, loaded):

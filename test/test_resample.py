@@ -1,6 +1,8 @@
-"""Weekly and monthly bars against an independent pandas groupby reference."""
+"""Weekly, monthly, quarterly and yearly bars against an independent pandas groupby reference."""
 
 from __future__ import annotations
+
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -8,7 +10,8 @@ import pytest
 from conftest import SP500_DIR, business_days, needs_shared
 
 from stocks import storage
-from stocks.resample import resample
+from stocks.api.models import Interval
+from stocks.resample import INTERVALS, resample
 
 
 def random_bars(days: np.ndarray, seed: int = 7, holes: bool = True) -> np.ndarray:
@@ -32,7 +35,8 @@ def random_bars(days: np.ndarray, seed: int = 7, holes: bool = True) -> np.ndarr
 
 
 def reference(bars: np.ndarray, interval: str) -> pd.DataFrame:
-    """pandas groupby on ISO (year, week) or (year, month); missing cells skipped."""
+    """pandas groupby on ISO (year, week), (year, month), (year, quarter) or year;
+    missing cells skipped."""
     dates = pd.to_datetime(bars["date"].astype("datetime64[D]"))
     df = pd.DataFrame({c: bars[c] for c in ("open", "high", "low", "close", "adj_close")})
     df["volume"] = storage.volumes_as_float(bars)
@@ -40,8 +44,12 @@ def reference(bars: np.ndarray, interval: str) -> pd.DataFrame:
     if interval == "1wk":
         iso = dates.isocalendar()
         keys = [iso.year.to_numpy(), iso.week.to_numpy()]
-    else:
+    elif interval == "1mo":
         keys = [dates.year, dates.month]
+    elif interval == "3mo":
+        keys = [dates.year, dates.quarter]
+    else:
+        keys = [dates.year]
     g = df.groupby(keys, sort=True)
     return pd.DataFrame(
         {
@@ -65,7 +73,7 @@ def assert_same(got: np.ndarray, ref: pd.DataFrame) -> None:
     np.testing.assert_array_equal(storage.volumes_as_float(got), ref["volume"].to_numpy())
 
 
-@pytest.mark.parametrize("interval", ["1wk", "1mo"])
+@pytest.mark.parametrize("interval", ["1wk", "1mo", "3mo", "1y"])
 def test_matches_pandas_groupby_with_holes_and_gaps(interval):
     days = business_days("2013-02-08", "2018-02-07")
     days = np.delete(days, np.s_[100:130])  # a month-long gap
@@ -97,6 +105,22 @@ def test_iso_week_spans_new_year_and_is_labelled_with_first_trading_day():
     month = resample(bars, "1mo")
     assert storage.days_to_iso(month["date"]) == ["2015-12-24", "2016-01-01"]
     assert month["volume"].tolist() == [6, 9]
+    for interval in ("3mo", "1y"):  # Q4 2015 / 2015, then Q1 2016 / 2016
+        longer = resample(bars, interval)
+        assert storage.days_to_iso(longer["date"]) == ["2015-12-24", "2016-01-01"]
+        assert longer["close"].tolist() == [7.0, 9.0]
+
+
+def test_quarters_start_in_january_april_july_october():
+    days = business_days("2016-02-15", "2017-01-31")
+    quarters = resample(random_bars(days, holes=False), "3mo")
+    assert storage.days_to_iso(quarters["date"]) == [
+        "2016-02-15",
+        "2016-04-01",
+        "2016-07-01",
+        "2016-10-03",
+        "2017-01-02",
+    ]
 
 
 def test_first_open_skips_missing_and_all_missing_stays_missing():
@@ -125,7 +149,7 @@ def test_daily_and_empty_are_unchanged():
 
 
 @needs_shared
-@pytest.mark.parametrize("interval", ["1wk", "1mo"])
+@pytest.mark.parametrize("interval", ["1wk", "1mo", "3mo", "1y"])
 def test_real_ticker_with_empty_cells(interval):
     # DHR has gaps and empty cells (see ../shared/data/README.md).
     df = pd.read_csv(SP500_DIR / "DHR.csv")
@@ -139,3 +163,7 @@ def test_real_ticker_with_empty_cells(interval):
     )
     assert np.isnan(bars["open"]).any()
     assert_same(resample(bars, interval), reference(bars, interval))
+
+
+def test_the_api_accepts_exactly_these_intervals():
+    assert get_args(Interval) == INTERVALS

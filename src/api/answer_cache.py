@@ -1,15 +1,27 @@
-"""The encoded-answer cache: a repeated GET answered before Flask, after one version check.
+"""The encoded-answer cache and conditional GETs: a repeat answered before Flask.
 
 Answers are kept encoded in a per-process LRU keyed by the raw request, with the data
 versions they were built from. A WSGI middleware in front of Flask serves a repeat after
-one Redis round trip that re-reads those versions (``storage.versions``); any write or
-reload gives the symbol a new version, so a stale answer is never served, in any worker.
-A miss goes through Flask, and the view calls ``remember`` with what its answer depends on.
+one Redis round trip that re-reads those versions (``storage.dependency_versions``); any
+write or reload gives the symbol a new version, so a stale answer is never served, in
+any worker. A miss goes through Flask, and the view calls ``remember`` with what its
+answer depends on.
+
+ETags: the tag of an answer is a digest of the request (path, query, Accept) and the
+versions it depends on, so it changes the moment a write or load changes one of them,
+and it is the same in every worker without being stored anywhere. Data answers carry
+``Cache-Control: no-cache`` (keep it, but ask first): the data changes only on a load
+or a write, and revalidating costs the client a 304 with no body. ``If-None-Match``
+with the current tag answers 304, from the middleware on a cache hit or from
+``remember`` otherwise.
+
 Note: cache hits skip Flask's before/after_request hooks; add cross-cutting concerns
 (metrics, rate limits) as WSGI middleware outside this one.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import redis
 from flask import Flask, Response, current_app, request
@@ -20,6 +32,9 @@ from stocks.api.hygiene import NOSNIFF
 from stocks.api.lru import LockedLRU
 
 EXTENSION = "answer_cache"
+CACHE_CONTROL = "no-cache"
+# Headers of a data answer that matter to a client besides its type (they go with 304s).
+KEPT_HEADERS = ("ETag", "Cache-Control", "Vary", "X-Limited", "X-Available")
 
 
 class ResponseCache:
@@ -27,8 +42,9 @@ class ResponseCache:
 
     Key: the raw request (path, query string, Accept header). Value: the symbols the
     answer depends on (every stored spelling tried), their data versions when it was
-    built, the body and its Content-Type. An entry is only served while a fresh read of
-    those versions still matches, so writes and reloads show up at once in every process.
+    built, the body, its Content-Type and the other headers it was sent with. An entry
+    is only served while a fresh read of those versions still matches, so writes and
+    reloads show up at once in every process.
     """
 
     def __init__(self, max_bytes: int):
@@ -38,10 +54,18 @@ class ResponseCache:
     def get(self, key: tuple) -> tuple | None:
         return self._lru.get(key)
 
-    def put(self, key: tuple, symbols: tuple, versions: tuple, body: bytes, ctype: str) -> None:
+    def put(
+        self,
+        key: tuple,
+        symbols: tuple,
+        versions: tuple,
+        body: bytes,
+        ctype: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         if len(body) > self.max_bytes // 8:
             return
-        self._lru.put(key, (symbols, versions, body, ctype))
+        self._lru.put(key, (symbols, versions, body, ctype, headers))
 
     def clear(self) -> None:
         self._lru.clear()
@@ -53,6 +77,27 @@ def request_key(environ: dict) -> tuple:
         environ.get("QUERY_STRING", ""),
         environ.get("HTTP_ACCEPT", ""),
     )
+
+
+def entity_tag(key: tuple, depends: dict[str, str | None]) -> str:
+    """The quoted ETag of the answer to ``key`` built from ``depends``."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in key:
+        h.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    for name, version in depends.items():
+        h.update(f"{name}={version}\0".encode())
+    return f'"{h.hexdigest()}"'
+
+
+def tag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of ``If-None-Match`` with our (strong) tag."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 class CachedAnswers:
@@ -73,18 +118,25 @@ class CachedAnswers:
         if environ.get("REQUEST_METHOD") == "GET":
             entry = self.cache.get(request_key(environ))
             if entry is not None:
-                symbols, versions, body, ctype = entry
+                symbols, versions, body, ctype, headers = entry
                 try:
-                    current = tuple(storage.versions(self.prices, symbols).values())
+                    current = tuple(storage.dependency_versions(self.prices, symbols).values())
                 except redis.RedisError:
                     current = None
                 if current == versions:
-                    headers = [
-                        ("Content-Type", ctype),
-                        ("Content-Length", str(len(body))),
-                        NOSNIFF,
-                    ]
-                    start_response("200 OK", headers)
+                    etag = dict(headers).get("ETag", "")
+                    if tag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
+                        start_response("304 Not Modified", [*headers, NOSNIFF])
+                        return [b""]
+                    start_response(
+                        "200 OK",
+                        [
+                            ("Content-Type", ctype),
+                            ("Content-Length", str(len(body))),
+                            *headers,
+                            NOSNIFF,
+                        ],
+                    )
                     return [body]
         return self.wsgi_app(environ, start_response)
 
@@ -102,16 +154,27 @@ def answer_cache() -> ResponseCache:
 
 
 def remember(resp: Response, depends: dict[str, str | None]) -> Response:
-    """Let the middleware serve this exact request again while ``depends`` is current.
+    """Tag this answer and let the middleware serve this exact request again while
+    ``depends`` is current; a 304 instead when the client already has this tag.
 
     ``depends`` maps every stored symbol form the answer was built from (or tried) to its
-    data version then; a changed version makes the entry stale, so a write is never masked.
+    data version then (``storage.ALL_SYMBOLS``: the symbol set); a changed version makes
+    the entry stale and changes the tag, so a write is never masked.
     """
+    key = request_key(request.environ)
+    etag = entity_tag(key, depends)
+    resp.headers["ETag"] = etag
+    resp.headers["Cache-Control"] = CACHE_CONTROL
+    resp.vary.add("Accept")
+    headers = tuple((h, resp.headers[h]) for h in KEPT_HEADERS if h in resp.headers)
     answer_cache().put(
-        request_key(request.environ),
+        key,
         tuple(depends),
         tuple(depends.values()),
         resp.get_data(),
         resp.headers["Content-Type"],
+        headers,
     )
+    if tag_matches(request.headers.get("If-None-Match"), etag):
+        return Response(status=304, headers=list(headers))
     return resp

@@ -19,6 +19,7 @@ from stocks.api import (
     hygiene,
     job_routes,
     limits,
+    market_routes,
     metrics_routes,
     page,
     price_routes,
@@ -33,12 +34,13 @@ from stocks.config import Settings
 MAX_BODY_BYTES = 64 * 1024
 BLUEPRINTS = (
     price_routes.bp,
+    market_routes.bp,
     service_routes.bp,
     analytics_routes.bp,
     job_routes.bp,
     metrics_routes.bp,
 )
-COMPUTING = (price_routes.bp, analytics_routes.bp)  # probes, metrics and jobs are not
+COMPUTING = (price_routes.bp, market_routes.bp, analytics_routes.bp)  # not probes, metrics, jobs
 for _blueprint in COMPUTING:
     limits.limit_computing(_blueprint)
 

@@ -11,12 +11,13 @@ from flask_openapi3.utils import get_operation_id_for_path
 
 TAG_WRITES = Tag(name="writes", description="add, replace or remove one bar (API key)")
 TAG_PROBES = Tag(name="probes", description="liveness and readiness")
-TAG_PRICES = Tag(name="prices", description="tickers and daily prices")
+TAG_PRICES = Tag(name="prices", description="tickers, search and daily prices")
+TAG_MARKET = Tag(name="market", description="every ticker on one day, and the movers")
 TAG_ANALYTICS = Tag(
     name="analytics", description="statistics, period changes, indicators, comparisons"
 )
 TAG_JOBS = Tag(name="jobs", description="chart jobs: request, poll, download")
-TAGS = (TAG_WRITES, TAG_PROBES, TAG_PRICES, TAG_ANALYTICS, TAG_JOBS)
+TAGS = (TAG_WRITES, TAG_PROBES, TAG_PRICES, TAG_MARKET, TAG_ANALYTICS, TAG_JOBS)
 
 
 def plain_operation_id(*, name: str, path: str, method: str) -> str:

@@ -23,7 +23,7 @@ from stocks.api.docs import TAG_JOBS, plain_operation_id
 from stocks.api.errors import ApiError, unknown_symbol
 from stocks.api.job_models import JobCreated, JobList, JobListQuery, JobPath, JobRequest, JobView
 from stocks.api.limits import job_rate, limiter
-from stocks.api.models import ErrorBody
+from stocks.api.models import IMAGE, ErrorBody
 from stocks.api.respond import json_response
 from stocks.constituents import INDEX_SYMBOL
 
@@ -181,7 +181,7 @@ def delete_job(path: JobPath) -> Response:
     "/jobs/<job_id>/image",
     tags=[TAG_JOBS],
     summary="the chart (PNG or SVG) once the job has finished",
-    responses={200: None, 409: ErrorBody, **ERRORS},
+    responses={200: IMAGE, 409: ErrorBody, **ERRORS},
 )
 def get_image(path: JobPath) -> Response:
     rec = context.job_queue().get_job(path.job_id)

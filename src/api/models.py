@@ -9,6 +9,8 @@ Reusable pieces for other route modules:
     DateRange       query ``start``/``end`` (ISO dates, both optional, start <= end)
     FormatQuery     query ``format=json|csv`` (None: decided by the Accept header)
     DateRangeQuery  DateRange + FormatQuery
+    FieldsQuery     query ``fields=`` (a subset of the bar columns)
+    CSV_ONLY        the 200 response of a ``.csv`` route (text/csv only)
     IsoDate         an annotated ``datetime.date`` that only accepts ``YYYY-MM-DD``
     check_text      the "no control characters" rule, for any free-text field
     ErrorBody       the documented error shape, for ``responses={404: ErrorBody}``
@@ -47,7 +49,12 @@ PRICE_FIELDS = ("open", "high", "low", "close", "volume", "adj_close")
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 _FIELD_ALT = "(" + "|".join(PRICE_FIELDS) + ")"
 FIELDS_PATTERN = rf"^\s*{_FIELD_ALT}\s*(,\s*{_FIELD_ALT}\s*)*$"
-INTERVALS = ("1d", "1wk", "1mo")
+Interval = Literal["1d", "1wk", "1mo", "3mo", "1y"]  # stocks.resample.INTERVALS
+INTERVAL_DOC = (
+    "1d daily, 1wk ISO weeks, 1mo calendar months, 3mo calendar quarters, 1y calendar "
+    "years; a longer bar is labelled with its first trading day"
+)
+MAX_LIMIT = 10_000
 
 
 def invalid(reason: str) -> PydanticCustomError:
@@ -176,16 +183,27 @@ class DateRangeQuery(DateRange, FormatQuery):
     pass
 
 
-class TickersQuery(FormatQuery):
+SEARCH_DOC = (
+    "search symbols and company names, case-insensitive; best match first: exact symbol, "
+    "then symbol prefix, then a name word starting with q, then q anywhere in the name "
+    "(ties by symbol)"
+)
+
+
+class TickersParams(ApiModel):
     sector: Text | None = Field(
         default=None, max_length=100, description="GICS sector, case-insensitive"
     )
+    q: Text | None = Field(default=None, min_length=1, max_length=100, description=SEARCH_DOC)
 
 
-class PricesQuery(DateRangeQuery):
-    interval: Literal["1d", "1wk", "1mo"] = Field(
-        default="1d", description="1d daily, 1wk ISO weeks, 1mo calendar months"
-    )
+class TickersQuery(TickersParams, FormatQuery):
+    pass
+
+
+class FieldsQuery(ApiModel):
+    """``fields=``: a comma-separated subset of the bar columns (unknown one: 400)."""
+
     fields: Text | None = Field(
         default=None,
         max_length=100,
@@ -210,6 +228,24 @@ class PricesQuery(DateRangeQuery):
         if self.fields is None:
             return None
         return tuple(dict.fromkeys(f.strip() for f in self.fields.split(",")))
+
+
+class PricesParams(DateRange, FieldsQuery):
+    interval: Interval = Field(default="1d", description=INTERVAL_DOC)
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_LIMIT,
+        description=f"at most this many bars (1..{MAX_LIMIT}): the latest ones of the range "
+        "(after interval grouping); the answer says whether it was limited",
+    )
+    order: Literal["asc", "desc"] = Field(
+        default="asc", description="asc: oldest first (default); desc: newest first"
+    )
+
+
+class PricesQuery(PricesParams, FormatQuery):
+    pass
 
 
 # --- bodies ----------------------------------------------------------------------------
@@ -305,7 +341,10 @@ class PriceSeries(BaseModel):
 
     symbol: str
     interval: str
-    count: int
+    order: str = Field(description="asc: oldest first; desc: newest first")
+    count: int = Field(description="bars in this answer")
+    available: int = Field(description="bars in the range before limit")
+    limited: bool = Field(description="true when limit left bars out (count < available)")
     prices: list[Bar]
 
 
@@ -323,3 +362,81 @@ class IndexBody(BaseModel):
 class Status(BaseModel):
     status: str
     tickers: int | None = None
+
+
+# The answers of the ``.csv`` routes and of the image route: one content type each, so a
+# generated client reads them as text or bytes instead of parsing JSON.
+CSV_ONLY = {
+    "description": "CSV with a header row; a missing cell is empty",
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+}
+IMAGE = {
+    "description": "the chart, PNG or SVG as the job asked (Content-Type says which)",
+    "content": {
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "image/svg+xml": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+NOT_MODIFIED = {304: None}  # If-None-Match with the current ETag
+
+
+# --- the market ------------------------------------------------------------------------
+
+
+class MarketDayPath(ApiModel):
+    date: IsoDate
+
+
+class MarketDayQuery(FieldsQuery, FormatQuery):
+    pass
+
+
+class MarketBar(Bar):
+    symbol: str
+
+
+class MarketDay(BaseModel):
+    model_config = CSV_TOO
+
+    date: str
+    count: int
+    bars: list[MarketBar]
+
+
+MAX_MOVERS = 100
+
+
+class MoversParams(ApiModel):
+    date: IsoDate | None = Field(
+        default=None, description="the period's last day (default: the last stored day)"
+    )
+    period: Literal["1d", "5d", "1wk", "1mo", "3mo", "6mo", "1y", "5y"] = Field(
+        default="1d", description="calendar period back from date, as in /tickers/{symbol}/change"
+    )
+    limit: int = Field(default=10, ge=1, le=MAX_MOVERS, description="gainers and losers each")
+    sector: Text | None = Field(
+        default=None, max_length=100, description="GICS sector, case-insensitive"
+    )
+
+
+class Mover(BaseModel):
+    symbol: str
+    name: str | None
+    sector: str | None
+    from_date: str
+    from_close: float
+    to_date: str
+    to_close: float
+    change: float = Field(description="to_close − from_close")
+    change_pct: float = Field(description="(to_close / from_close − 1) × 100")
+
+
+class Movers(BaseModel):
+    date: str = Field(description="the market's last trading day on or before the date asked")
+    period: str
+    count: int = Field(description="tickers ranked")
+    excluded: int = Field(
+        description="tickers left out: no bar on that day (e.g. delisted) or no bar a period back"
+    )
+    gainers: list[Mover]
+    losers: list[Mover]

@@ -1,4 +1,10 @@
-"""The price routes: tickers, price series, single bars and bar writes.
+"""The price routes: tickers (with search), price series, single bars and bar writes.
+
+Every read answer goes through ``remember``: it carries an ETag and ``Cache-Control:
+no-cache``, and a repeat is served by the encoded-answer cache. The CSV forms also have
+their own ``.csv`` routes (``/tickers.csv``, ``/tickers/{symbol}/prices.csv``) whose only
+documented content type is text/csv, so a client generated from the OpenAPI document can
+call them; ``format=csv`` and ``Accept: text/csv`` keep working on the JSON routes.
 
 Speed of ``GET /tickers/{symbol}/prices``: a miss costs a resolve (one round trip),
 ``storage.read_series`` (one more) and the encoding; the answer then goes to the
@@ -20,32 +26,36 @@ import redis
 from flask import Response
 from flask_openapi3 import APIBlueprint
 
-from stocks import storage
+from stocks import search, storage
 from stocks.api import auth, context
 from stocks.api.answer_cache import remember
 from stocks.api.docs import TAG_PRICES, TAG_WRITES, plain_operation_id
 from stocks.api.errors import ApiError, unknown_symbol
 from stocks.api.models import (
+    NOT_MODIFIED,
     BarBody,
     BarPath,
     ErrorBody,
     NewBarPath,
     OneBar,
     PriceSeries,
+    PricesParams,
     PricesQuery,
     SymbolPath,
     TickerDetail,
     TickerList,
+    TickersParams,
     TickersQuery,
 )
 from stocks.api.respond import (
     CSV_MIMETYPE,
     JSON_MIMETYPE,
     csv_text,
+    json_and_csv_routes,
     json_response,
     list_response,
-    wants_csv,
 )
+from stocks.constituents import describe
 from stocks.resample import resample
 
 TICKER_COLUMNS = ("symbol", "name", "sector", "first_date", "last_date", "rows")
@@ -56,6 +66,7 @@ def db() -> redis.Redis:
 
 
 ERRORS = {400: ErrorBody, 404: ErrorBody, 429: ErrorBody}  # 429: fair use (limits.py)
+READ_ERRORS = {**NOT_MODIFIED, **ERRORS}
 WRITE_ERRORS = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 
 
@@ -142,24 +153,47 @@ bp = APIBlueprint("prices", __name__, operation_id_callback=plain_operation_id)
 bp.register_api(writes)
 
 
-@bp.get("/tickers", tags=[TAG_PRICES], responses={200: TickerList, **ERRORS})
-def list_tickers(query: TickersQuery):
+def tickers_answer(_path: None, query: TickersParams, csv: bool) -> Response:
+    """Every stored ticker (by symbol), or the search matches best first; ``sector`` filters."""
     r = db()
-    metas = storage.get_metas(r, storage.list_symbols(r))
+    symbols = storage.list_symbols(r)
+    metas = storage.get_metas(r, symbols)
+    depends: dict[str, str | None] = {storage.ALL_SYMBOLS: storage.members_digest(symbols)}
+    depends.update((sym, metas.get(sym, {}).get("version")) for sym in symbols)
     wanted = query.sector.strip().casefold() if query.sector is not None else None
-    rows = [
-        summary(sym, meta)
-        for sym, meta in sorted(metas.items())
-        if wanted is None or (meta.get("sector") or "").casefold() == wanted
+    chosen = [
+        sym
+        for sym in sorted(metas)
+        if wanted is None or (metas[sym].get("sector") or "").casefold() == wanted
     ]
-    return list_response(
-        {"count": len(rows), "tickers": rows}, "tickers", TICKER_COLUMNS, query.format
+    if query.q is not None:
+        # A ticker stored without a name is still found by the published one.
+        names = ((sym, metas[sym].get("name") or describe(sym)[0]) for sym in chosen)
+        chosen = search.rank(query.q, names)
+    rows = [summary(sym, metas[sym]) for sym in chosen]
+    payload = {"count": len(rows), "tickers": rows}
+    return remember(
+        list_response(payload, "tickers", TICKER_COLUMNS, "csv" if csv else None), depends
     )
 
 
-@bp.get("/tickers/<symbol>", tags=[TAG_PRICES], responses={200: TickerDetail, **ERRORS})
+json_and_csv_routes(
+    bp,
+    "/tickers",
+    "list_tickers",
+    tickers_answer,
+    query=TickersQuery,
+    csv_query=TickersParams,
+    model=TickerList,
+    errors=READ_ERRORS,
+    tags=[TAG_PRICES],
+    summary="stored tickers, or a search by symbol and name",
+)
+
+
+@bp.get("/tickers/<symbol>", tags=[TAG_PRICES], responses={200: TickerDetail, **READ_ERRORS})
 def get_ticker(path: SymbolPath):
-    symbol = resolve(path.symbol)
+    symbol, found = resolve_versions(path.symbol)
     meta = storage.get_meta(db(), symbol)
     if meta is None:
         raise unknown_symbol(path.symbol)
@@ -170,38 +204,75 @@ def get_ticker(path: SymbolPath):
     del body["latest"]["symbol"]
     body["source"] = meta.get("source")
     body["loaded_at"] = meta.get("loaded_at")
-    return json_response(body)
+    found[symbol] = meta.get("version")  # read first: a later write makes this stale
+    return remember(json_response(body), found)
 
 
-@bp.get(
-    "/tickers/<symbol>/prices",
-    tags=[TAG_PRICES],
-    summary="daily, weekly or monthly bars, JSON or CSV",
-    responses={200: PriceSeries, **ERRORS},
-)
-def get_prices(path: SymbolPath, query: PricesQuery):
+def prices_answer(path: SymbolPath, query: PricesParams, csv: bool) -> Response:
     symbol, found = resolve_versions(path.symbol)
     fields = query.field_list()
     meta, bars = read(symbol, query.start, query.end)
     bars = resample(bars, query.interval)
+    available = len(bars)
+    if query.limit is not None:
+        bars = bars[-query.limit :]  # the latest bars of the range
+    if query.order == "desc":
+        bars = bars[::-1]
+    limited = len(bars) < available
     columns = storage.columns_for(bars, fields)
     rows = storage.bar_dicts(bars, columns)
-    if wants_csv(query.format):
-        resp = Response(csv_text(rows, ("date", *columns)), mimetype=CSV_MIMETYPE)
+    headers = {"X-Limited": "true" if limited else "false", "X-Available": str(available)}
+    if csv:
+        resp = Response(csv_text(rows, ("date", *columns)), mimetype=CSV_MIMETYPE, headers=headers)
     else:
-        payload = {"symbol": symbol, "interval": query.interval, "count": len(rows), "prices": rows}
-        resp = Response(orjson.dumps(payload), mimetype=JSON_MIMETYPE)
+        payload = {
+            "symbol": symbol,
+            "interval": query.interval,
+            "order": query.order,
+            "count": len(rows),
+            "available": available,
+            "limited": limited,
+            "prices": rows,
+        }
+        resp = Response(orjson.dumps(payload), mimetype=JSON_MIMETYPE, headers=headers)
     # The version read together with the bars, so a write in between cannot be masked.
     found[symbol] = meta.get("version")
     return remember(resp, found)
 
 
-@bp.get("/tickers/<symbol>/prices/<date>", tags=[TAG_PRICES], responses={200: OneBar, **ERRORS})
+PRICES_DOC = (
+    "Bars in [start, end] (both optional), grouped by interval. limit keeps the latest "
+    "bars of that range (after grouping) and order lists them oldest (asc) or newest "
+    "(desc) first: limit=5&order=desc is the last five bars, newest first. The answer "
+    "says whether it was limited (limited, available; headers X-Limited, X-Available)."
+)
+
+
+json_and_csv_routes(
+    bp,
+    "/tickers/<symbol>/prices",
+    "get_prices",
+    prices_answer,
+    path=SymbolPath,
+    query=PricesQuery,
+    csv_query=PricesParams,
+    model=PriceSeries,
+    errors=READ_ERRORS,
+    tags=[TAG_PRICES],
+    summary="daily, weekly, monthly, quarterly or yearly bars, JSON or CSV",
+    description=PRICES_DOC,
+)
+
+
+@bp.get(
+    "/tickers/<symbol>/prices/<date>", tags=[TAG_PRICES], responses={200: OneBar, **READ_ERRORS}
+)
 def get_bar(path: BarPath):
-    symbol = resolve(path.symbol)
-    _, bars = read(symbol, path.date, path.date)
+    symbol, found = resolve_versions(path.symbol)
+    meta, bars = read(symbol, path.date, path.date)
     if len(bars):
-        return json_response(one_bar(symbol, bars))
+        found[symbol] = meta.get("version")
+        return remember(json_response(one_bar(symbol, bars)), found)
     _, everything = read(symbol, None, None)
     day = storage.to_day(path.date)
     pos = int(np.searchsorted(everything["date"], day))

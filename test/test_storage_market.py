@@ -1,0 +1,91 @@
+"""Whole-market reads: the window script against whole-series reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from conftest import business_days
+
+from stocks import analytics as calc
+from stocks import storage
+
+
+def series(start: str, end: str, seed: int, gap: tuple[str, str] | None = None) -> np.ndarray:
+    days = business_days(start, end)
+    if gap is not None:
+        days = days[(days < np.datetime64(gap[0])) | (days > np.datetime64(gap[1]))]
+    rng = np.random.default_rng(seed)
+    close = 30 * np.exp(np.cumsum(rng.normal(0, 0.02, len(days))))
+    bars = storage.make_bars(days, close, close * 1.01, close * 0.99, close, np.arange(len(days)))
+    bars["close"][rng.choice(len(days), len(days) // 6, replace=False)] = np.nan
+    return bars
+
+
+@pytest.fixture
+def market(r0):
+    stored = {
+        "A": series("2013-02-08", "2018-02-07", 1),
+        "B": series("2013-02-08", "2018-02-07", 2, gap=("2014-11-01", "2016-02-10")),
+        "C": series("2016-07-01", "2016-12-30", 3),  # short, one year only
+        "D": series("2015-12-31", "2016-01-05", 4),  # straddles a new year
+    }
+    stored["D"]["close"][:] = [4.0, np.nan, np.nan, np.nan]  # only 2015-12-31 has a close
+    for sym, bars in stored.items():
+        storage.replace_series(r0, sym, bars, {"name": sym, "sector": "X", "source": "csv"})
+    return stored
+
+
+def test_window_gives_change_what_the_whole_series_gives(r0, market):
+    rng = np.random.default_rng(0)
+    ends = [dt.date(2013, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 2000, 40)]
+    ends += [dt.date(2016, 1, 4), dt.date(2016, 1, 1), dt.date(2016, 2, 11)]
+    for end in ends:
+        for period in ("1d", "1wk", "1mo", "1y", "5y"):
+            window = storage.read_market_window(r0, calc.period_start(end, period), end)
+            assert window.symbols == sorted(market)
+            for i, sym in enumerate(window.symbols):
+                try:
+                    want = calc.change(market[sym], period, end)
+                except calc.AnalyticsError:
+                    want = None
+                try:
+                    got = calc.change(window.rows_of(i), period, end)
+                except calc.AnalyticsError:
+                    got = None
+                assert got == want, (sym, end, period)
+                # and it is far smaller than the years it comes from
+                assert len(window.rows_of(i)) <= 60 or period in ("1y", "5y") or want is None
+
+
+def test_window_on_one_day_holds_that_day_and_the_meta(r0, market):
+    day = dt.date(2016, 1, 5)
+    window = storage.read_market_window(r0, day, day, ("name", "last_date"))
+    owners, bars = storage.bars_on(window, day)
+    assert [window.symbols[o] for o in owners] == ["A", "D"]  # B is in its gap
+    for o, bar in zip(owners, bars, strict=True):
+        want = storage.cut(market[window.symbols[o]], day, day)
+        assert bar.tobytes() == want.tobytes()
+    assert window.meta["name"] == ["A", "B", "C", "D"]
+    assert window.meta["last_date"][2] == "2016-12-30"
+    assert set(window.depends) == {storage.ALL_SYMBOLS, "A", "B", "C", "D"}
+    # D's 2016 bars have no close: the window reaches back into 2015 for its last close.
+    assert storage.days_to_iso(window.rows_of(3)["date"]) == [
+        "2015-12-31",
+        "2016-01-01",
+        "2016-01-04",
+        "2016-01-05",
+    ]
+
+
+def test_dependencies_follow_the_symbol_set(r0, market):
+    names = [storage.ALL_SYMBOLS, "A", "B"]
+    before = storage.dependency_versions(r0, names)
+    assert before[storage.ALL_SYMBOLS] == storage.members_digest(market)
+    storage.replace_series(r0, "E", market["C"], {"source": "csv"})
+    after = storage.dependency_versions(r0, names)
+    assert after[storage.ALL_SYMBOLS] != before[storage.ALL_SYMBOLS]
+    assert (after["A"], after["B"]) == (before["A"], before["B"])
+    empty = storage.read_market_window(r0, dt.date(1990, 1, 1), dt.date(1990, 1, 1))
+    assert len(empty.bars) == 0 and len(empty.symbols) == 5
