@@ -19,6 +19,7 @@ from stocks.api import context
 from stocks.api.lru import LockedLRU
 
 EXTENSION = "answer_cache"
+OUTCOME_KEY = "stocks.answer_cache"  # environ: "hit" or "miss", for stocks.api.observe
 
 
 class ResponseCache:
@@ -78,6 +79,7 @@ class CachedAnswers:
                 except redis.RedisError:
                     current = None
                 if current == versions:
+                    environ[OUTCOME_KEY] = "hit"
                     headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
                     start_response("200 OK", headers)
                     return [body]
@@ -102,6 +104,7 @@ def remember(resp: Response, depends: dict[str, str | None]) -> Response:
     ``depends`` maps every stored symbol form the answer was built from (or tried) to its
     data version then; a changed version makes the entry stale, so a write is never masked.
     """
+    request.environ[OUTCOME_KEY] = "miss"
     answer_cache().put(
         request_key(request.environ),
         tuple(depends),
