@@ -233,7 +233,7 @@ class JobQueue:
             "enqueue", job_id, kind, params_json, cache_key, self.ttl, prune_below, owner, rid
         )
         if created:
-            metrics.families().jobs_enqueued.labels(kind).inc()
+            metrics.families().kind(kind).jobs_enqueued.inc()
             log.info(
                 "job %s enqueued",
                 job_id,
@@ -253,7 +253,7 @@ class JobQueue:
         if outcome == "cancelled":
             jobs_db = self.settings.redis(JOBS_DB, timeout=self.redis_timeout)
             kind = _text(jobs_db.hget(job_key(job_id), "kind")) or "unknown"
-            metrics.families().jobs_cancelled.labels(kind).inc()
+            metrics.families().kind(kind).jobs_cancelled.inc()
             log.info(
                 "job %s cancelled",
                 job_id,

@@ -98,7 +98,7 @@ class Worker:
     def process(self, job: Job) -> tuple[bytes, str] | None:
         """The job's result to finish with, or None when it has failed (recorded here)."""
         wait = max(0.0, time.time() - job.created())
-        metrics.families().queue_wait_seconds.labels(job.kind).observe(wait)
+        metrics.families().kind(job.kind).queue_wait_seconds.observe(wait)
         self.event(logging.INFO, "started", job, queue_wait_ms=round(wait * 1000, 1))
         started = time.perf_counter()
         try:
@@ -115,7 +115,7 @@ class Worker:
         status = retry_transient(self.queue.fail, job, error).status
         seconds = time.perf_counter() - started
         if status == "failed":
-            metrics.families().jobs_failed.labels(job.kind).inc()
+            metrics.families().kind(job.kind).jobs_failed.inc()
         self.event(logging.WARNING, "failed", job, error=error, status=status,
                    duration_ms=round(seconds * 1000, 1))  # fmt: skip
         return None
@@ -171,7 +171,7 @@ class Worker:
         ended = time.perf_counter()
         self.held.popleft()
         self.pace.observe(ended - started)
-        metrics.families().run_seconds.labels(job.kind).observe(ended - started)
+        metrics.families().kind(job.kind).run_seconds.observe(ended - started)
         if result is not None:
             self._ran[job.id] = ended - started
             if not self.done:
@@ -189,8 +189,9 @@ class Worker:
             if status != "finished":
                 log.warning("job %s was %s elsewhere; result dropped", job.id, status)
                 continue
-            fam.jobs_finished.labels(job.kind).inc()
-            fam.render_seconds.labels(job.kind).observe(seconds)
+            of_kind = fam.kind(job.kind)
+            of_kind.jobs_finished.inc()
+            of_kind.render_seconds.observe(seconds)
             self.event(logging.INFO, "finished", job, duration_ms=round(seconds * 1000, 1))
         self.done.clear()
         return taken
@@ -210,7 +211,7 @@ class Worker:
             for job in reversed(self.held):  # back to the front, in their order
                 status = retry_transient(self.queue.put_back, job, refund=True).status
                 if status == "queued":
-                    metrics.families().jobs_requeued.labels(job.kind).inc()
+                    metrics.families().kind(job.kind).jobs_requeued.inc()
                 self.event(logging.INFO, "requeued", job, status=status)
             self.held.clear()
             self.queue.unregister()
