@@ -446,9 +446,9 @@ class JobQueue:
         timeout_ms = int(self.timeout * 1000)
         requeued, failed = self.scripts.run("reap", "", timeout_ms, self.max_attempts, self.ttl)
         if requeued or failed:
-            fam = metrics.families()
-            fam.jobs_requeued.labels("unknown").inc(int(requeued))
-            fam.jobs_failed.labels("unknown").inc(int(failed))
+            unknown = metrics.families().kind("unknown")  # the script returns counts only
+            unknown.jobs_requeued.inc(int(requeued))
+            unknown.jobs_failed.inc(int(failed))
             log.warning(
                 "reaper: %s job(s) put back, %s failed",
                 requeued,
