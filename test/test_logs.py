@@ -11,10 +11,12 @@ import pytest
 from conftest import wait_for
 from obs_stack import http_call, json_lines, load_series, start_api, start_worker, stop
 
-from stocks import logs
+from stocks import jobs, logs, metrics
 from stocks.api.observe import request_id
 from stocks.config import Settings
+from stocks.jobs import Interrupted, JobError
 from stocks.redis_server import RedisServer
+from stocks.worker.loop import Worker
 
 KEY = "logs-test-api-key-0123456789"
 PASSWORD = "logs-test-redis-password-42"
@@ -163,3 +165,38 @@ def test_no_redis_password_in_any_line(tmp_path):
         assert ready and ready[0]["redis"].startswith("redis://:***@127.0.0.1:")
     finally:
         server.stop(kill=True)
+
+
+def test_failed_cancelled_and_requeued_jobs_each_log_one_event(settings, capture):
+    """In-process worker loop on real Redis: every job event names its job, kind, attempt,
+    worker and the request id kept in the record; the counters by kind follow."""
+    out = capture("json")
+    queue = jobs.JobQueue(settings, "events-worker")
+    before = {k: metrics.families().kind(k) for k in ("bad", "slow", "line")}
+    failed_before = before["bad"].jobs_failed._value.get()
+    bad = queue.put("bad", {}, request_id="req-bad")
+    cancelled = queue.put("line", {}, request_id="req-cancel")
+    assert queue.cancel_or_delete(cancelled) == "cancelled"
+
+    def handler(kind: str, params: dict) -> tuple[bytes, str]:
+        if kind == "bad":
+            raise JobError("no such chart")
+        raise Interrupted("shutdown")  # "slow": put back, attempt refunded
+
+    slow = queue.put("slow", {}, request_id="req-slow")
+    with pytest.raises(Interrupted):
+        Worker(queue, handler, idle_timeout=0.05).run()
+    assert queue.get_job(bad)["status"] == "failed"
+    assert queue.get_job(slow)["status"] == "queued"
+
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    events = {(x.get("job_id"), x.get("event")): x for x in lines if x.get("event")}
+    assert events[(bad, "failed")]["error"] == "no such chart"
+    assert events[(bad, "failed")]["request_id"] == "req-bad"
+    assert events[(bad, "failed")]["attempt"] == 1
+    assert events[(bad, "failed")]["worker"] == "events-worker"
+    assert events[(cancelled, "cancelled")]["kind"] == "line"
+    assert events[(slow, "requeued")]["request_id"] == "req-slow"
+    assert events[(slow, "requeued")]["status"] == "queued"
+    assert {e for (job, e) in events if job == slow} == {"enqueued", "started", "requeued"}
+    assert before["bad"].jobs_failed._value.get() == failed_before + 1
