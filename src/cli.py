@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from stocks.config import Settings
@@ -23,7 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run chart workers")
     worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
     worker.add_argument(
-        "--health-port", type=int, default=None, help="serve GET /health here (0: off)"
+        "--health-port",
+        "--metrics-port",
+        dest="health_port",
+        type=int,
+        default=None,
+        help="serve GET /health and GET /metrics on this port (0: off)",
     )
 
     load = sub.add_parser("load", help="load prices into Redis DB 0")
@@ -39,18 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Redis if needed, data if empty, API and a worker")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=5000)
+
+    status = sub.add_parser("status", help="what Redis, the data, the queue and workers are doing")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from stocks import logs, metrics  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()  # the one read of the environment
+    logs.setup(settings)
     if args.command == "serve":
+        # before the server starts its processes: they share the folder's counters
+        settings = metrics.prepare_dir(settings, "api")
         from stocks.api.server import serve  # noqa: PLC0415
 
         return serve(settings, args.host, args.port, args.workers)
     if args.command == "worker":
+        settings = metrics.prepare_dir(settings, "worker")
         from stocks.worker.main import run_workers  # noqa: PLC0415
 
         return run_workers(settings, args.concurrency, args.health_port)
@@ -62,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from stocks import loader  # noqa: PLC0415
 
         return loader.run(args, settings)
+    if args.command == "status":
+        from stocks import status  # noqa: PLC0415
+
+        return status.main(settings, as_json=args.json)
     if args.command == "run":
         from stocks import devrun  # noqa: PLC0415
 

@@ -57,6 +57,10 @@ class Settings:
     header_timeout: float = _env("STOCKS_HEADER_TIMEOUT", default=10.0)
     body_timeout: float = _env("STOCKS_BODY_TIMEOUT", default=10.0)
     access_log: bool = _env("STOCKS_ACCESS_LOG", default=False)
+    # the operator's view: logs and metrics (stocks.logs, stocks.metrics)
+    log_format: str = _env("STOCKS_LOG_FORMAT", default="auto")
+    log_level: str = _env("STOCKS_LOG_LEVEL", default="INFO")
+    metrics_dir: str = _env("STOCKS_METRICS_DIR", default="")
     # the queue-depth autoscaler (stocks autoscale)
     autoscale_min: int = _env("STOCKS_AUTOSCALE_MIN", default=1)
     autoscale_max: int = _env("STOCKS_AUTOSCALE_MAX", default=8)
@@ -115,6 +119,14 @@ def mask_url(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def export_metrics_dir(path: str) -> None:
+    """The one write of the environment: prometheus_client's multiprocess mode reads
+    PROMETHEUS_MULTIPROC_DIR itself (when each metric is made), and processes started
+    from here (server workers, spawned chart workers) inherit both names."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.environ[ENV_NAMES["metrics_dir"]] = path
 
 
 def child_environ(**overrides: str) -> dict[str, str]:

@@ -50,6 +50,7 @@ from typing import TypedDict
 import orjson
 import redis
 
+from stocks import metrics
 from stocks.config import Settings
 from stocks.keys import (
     ALL_JOBS_KEY,
@@ -63,6 +64,7 @@ from stocks.keys import (
     owner_jobs_key,
     processing_key,
 )
+from stocks.logs import REQUEST_ID
 from stocks.scripts import TRANSIENT, Scripts, retry_transient
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,7 @@ class JobRecord(TypedDict):
     worker: str | None
     cache_key: str | None
     content_type: str | None
+    request_id: str | None  # the API request that created it (absent in older records)
 
 
 class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt
@@ -140,7 +143,7 @@ def decode_record(raw: dict) -> JobRecord:
     rec["params"] = orjson.loads(rec.get("params") or "{}")
     rec["status"] = Status(rec["status"])
     rec["error"] = rec.get("error") or None
-    for name in ("token", "worker", "cache_key", "content_type", "owner"):
+    for name in ("token", "worker", "cache_key", "content_type", "owner", "request_id"):
         rec[name] = rec.get(name) or None
     return rec  # type: ignore[return-value]
 
@@ -154,11 +157,17 @@ class Job:
     params: dict
     token: str
     attempts: int
+    request_id: str = ""  # of the API request that created it, for log lines
 
     @classmethod
     def from_reply(cls, reply: list, token: str) -> Job:
-        _, job_id, kind, params, attempts = reply
-        return cls(_text(job_id), _text(kind), orjson.loads(params), token, int(attempts))
+        _, job_id, kind, params, attempts, *more = reply
+        rid = _text(more[0]) if more else ""
+        return cls(_text(job_id), _text(kind), orjson.loads(params), token, int(attempts), rid)
+
+    def created(self) -> float:
+        """When it was enqueued (epoch s), from its id."""
+        return int(self.id[:14], 16) / 1_000_000
 
 
 @dataclass
@@ -196,13 +205,21 @@ class JobQueue:
     # producer side
 
     def put(
-        self, kind: str, params: dict, cache_key: str = "", job_id: str = "", owner: str = ""
+        self,
+        kind: str,
+        params: dict,
+        cache_key: str = "",
+        job_id: str = "",
+        owner: str = "",
+        request_id: str | None = None,
     ) -> str:
         """Record and queue a job in one atomic step; returns its id.
 
         Idempotent per id: putting an id that exists changes nothing, so a producer (or the
         connection's retry after a lost reply) may send the same put again. ``owner`` (an
-        opaque name, never a secret) is whose list the job appears in.
+        opaque name, never a secret) is whose list the job appears in. ``request_id``
+        (default: the API request being served, ``stocks.logs.REQUEST_ID``) is kept in the
+        record so that the worker's log lines for the job name it.
         """
         if job_id and not is_job_id(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
@@ -211,9 +228,17 @@ class JobQueue:
         # now and then, forget index entries far older than any record can live
         prune_below = new_job_id(time.time() - 2 * self.ttl)[:14] if self._puts % 100 == 1 else ""
         params_json = orjson.dumps(params)
-        self.scripts.run(
-            "enqueue", job_id, kind, params_json, cache_key, self.ttl, prune_below, owner
+        rid = REQUEST_ID.get() if request_id is None else request_id
+        created = self.scripts.run(
+            "enqueue", job_id, kind, params_json, cache_key, self.ttl, prune_below, owner, rid
         )
+        if created:
+            metrics.families().kind(kind).jobs_enqueued.inc()
+            log.info(
+                "job %s enqueued",
+                job_id,
+                extra={"event": "enqueued", "job_id": job_id, "kind": kind, "request_id": rid},
+            )
         return job_id
 
     def count(self) -> int:
@@ -224,7 +249,17 @@ class JobQueue:
         """queued -> 'cancelled'; terminal -> 'deleted' (with its image); or 'running'/'missing'."""
         if not is_job_id(job_id):
             return "missing"
-        return _text(self.scripts.run("cancel_or_delete", job_id, self.ttl))
+        outcome = _text(self.scripts.run("cancel_or_delete", job_id, self.ttl))
+        if outcome == "cancelled":
+            jobs_db = self.settings.redis(JOBS_DB, timeout=self.redis_timeout)
+            kind = _text(jobs_db.hget(job_key(job_id), "kind")) or "unknown"
+            metrics.families().kind(kind).jobs_cancelled.inc()
+            log.info(
+                "job %s cancelled",
+                job_id,
+                extra={"event": "cancelled", "job_id": job_id, "kind": kind},
+            )
+        return outcome
 
     # readers
 
@@ -411,7 +446,15 @@ class JobQueue:
         timeout_ms = int(self.timeout * 1000)
         requeued, failed = self.scripts.run("reap", "", timeout_ms, self.max_attempts, self.ttl)
         if requeued or failed:
-            log.warning("reaper: %s job(s) put back, %s failed", requeued, failed)
+            unknown = metrics.families().kind("unknown")  # the script returns counts only
+            unknown.jobs_requeued.inc(int(requeued))
+            unknown.jobs_failed.inc(int(failed))
+            log.warning(
+                "reaper: %s job(s) put back, %s failed",
+                requeued,
+                failed,
+                extra={"event": "requeued", "requeued": int(requeued), "failed": int(failed)},
+            )
         return int(requeued), int(failed)
 
     def release_own(self) -> tuple[int, int]:

@@ -121,12 +121,13 @@ local function fail_record(id, msg, ttl, now)
 end
 
 -- queued -> running for a job already in w's processing list: {'started', id, kind,
--- params, attempts}, or {status, id} when it is not runnable (and it leaves the list).
+-- params, attempts, request_id}, or {status, id} when it is not runnable (and it leaves the list).
 -- ``batch`` (see take) or nil; {'later', id} leaves the job where it is for the caller.
 local function start(id, w, token, max_attempts, ttl, now, batch)
   use(JOBS_DB)
   local key = job_key(id)
-  local rec = redis.call('HMGET', key, 'status', 'attempts', 'kind', 'params', 'cache_key')
+  local rec = redis.call('HMGET', key, 'status', 'attempts', 'kind', 'params', 'cache_key',
+                        'request_id')
   local status = rec[1]
   if not status then drop(w, id); return {'gone', id} end
   if status ~= 'queued' then drop(w, id); return {status, id} end
@@ -166,7 +167,7 @@ local function start(id, w, token, max_attempts, ttl, now, batch)
   end
   redis.call('HSET', key, 'status', 'running', 'started_at', now, 'worker', w, 'token', token,
              'attempts', attempts + 1)
-  return {'started', id, rec[3], rec[4], tostring(attempts + 1)}
+  return {'started', id, rec[3], rec[4], tostring(attempts + 1), rec[6] or ''}
 end
 
 -- Move ids from the queue and start up to ``limit`` of them, oldest first; {} when the
@@ -205,9 +206,9 @@ local function recover(w, token, max_attempts, ttl, now)
   use(JOBS_DB)
   for i = #ids, 1, -1 do  -- oldest first
     local rec = redis.call('HMGET', job_key(ids[i]), 'status', 'token', 'kind', 'params',
-                           'attempts')
+                           'attempts', 'request_id')
     if rec[1] == 'running' and rec[2] == token then
-      found[#found + 1] = {'started', ids[i], rec[3], rec[4], rec[5]}
+      found[#found + 1] = {'started', ids[i], rec[3], rec[4], rec[5], rec[6] or ''}
     elseif rec[1] ~= 'running' then
       leftovers[#leftovers + 1] = ids[i]
     end
@@ -227,8 +228,8 @@ local function recover(w, token, max_attempts, ttl, now)
 end
 """
 
-# ARGV: id, kind, params, cache_key, ttl, prune_below, owner -> created_at, or 0 when the id
-#       exists
+# ARGV: id, kind, params, cache_key, ttl, prune_below, owner[, request_id] -> created_at, or 0
+#       when the id exists
 _ENQUEUE = """
 local id = ARGV[1]
 -- the push goes first: it is the only write here that a bad key type could refuse, and a
@@ -245,7 +246,7 @@ end
 local now = now_ms()
 redis.call('HSET', job_key(id), 'id', id, 'kind', ARGV[2], 'params', ARGV[3],
            'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4],
-           'owner', ARGV[7])
+           'owner', ARGV[7], 'request_id', ARGV[8] or '')
 redis.call('EXPIRE', job_key(id), ARGV[5])
 redis.call('ZADD', ALL_JOBS, 0, id)
 if ARGV[7] ~= '' then

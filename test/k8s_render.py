@@ -25,6 +25,7 @@ VARIANTS: dict[str, list[str]] = {
     "base": [],
     "keda": ["components/keda"],
     "ingress": ["components/ingress"],
+    "monitoring": ["components/monitoring"],
 }
 
 

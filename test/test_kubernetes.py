@@ -40,7 +40,8 @@ K8S_VERSION = kv.utils.latest_version()
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 LONG_RUNNING = {"Deployment", "StatefulSet"}
 CLUSTER_SCOPED = {"Namespace"}
-CRD_GROUPS = ("keda.sh/",)  # no schema in kubernetes-validate: checked field by field below
+# no schema in kubernetes-validate: checked field by field below
+CRD_GROUPS = ("keda.sh/", "monitoring.coreos.com/")
 REDIS_CLIENTS = {"stocks-api", "stocks-worker", "stocks-load", "stocks-update", "stocks-autoscaler"}
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
@@ -534,6 +535,56 @@ def test_ingress_component_routes_its_host_to_the_api_service(rendered):
     backend = rule["http"]["paths"][0]["backend"]["service"]
     service = find(docs, "Service", backend["name"])
     assert backend["port"]["name"] in [p["name"] for p in service["spec"]["ports"]]
+
+
+def test_monitoring_component_scrapes_the_api_service_and_every_worker_pod(rendered, base):
+    docs = rendered["monitoring"]
+    monitor = find(docs, "ServiceMonitor", "stocks-api")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor["spec"]) == {"selector", "endpoints"}
+    service = find(base, "Service", "stocks-api")
+    assert selects(monitor["spec"]["selector"], service["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+
+    pods = find(docs, "PodMonitor", "stocks-worker")
+    assert pods["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(pods["spec"]) == {"selector", "podMetricsEndpoints"}
+    worker = find(base, "Deployment", "stocks-worker")
+    assert selects(pods["spec"]["selector"], pod_labels(worker))
+    (endpoint,) = pods["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    (container,) = pod_spec(worker)["containers"]
+    port = container_port(container, endpoint["port"])
+    args = container["args"]
+    flag = next(a for a in args if a in ("--health-port", "--metrics-port"))
+    assert int(args[args.index(flag) + 1]) == port  # the worker serves /metrics there
+    for doc in (monitor, pods):
+        assert doc["metadata"]["namespace"] == "stocks"
+        for e in doc["spec"].get("endpoints", []) + doc["spec"].get("podMetricsEndpoints", []):
+            assert set(e) <= {"port", "path", "interval", "scrapeTimeout"}
+
+
+def test_grafana_dashboard_ships_as_a_configmap_and_graphs_only_real_metrics(rendered):
+    from stocks import metrics  # noqa: PLC0415
+
+    cm = find(rendered["monitoring"], "ConfigMap", "stocks-grafana-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["stocks.json"])
+    assert dashboard == json.loads((K8S / "grafana" / "stocks.json").read_text())
+    titles = " | ".join(p["title"] for p in dashboard["panels"]).lower()
+    for wanted in ("requests per second", "p99", "5xx", "queue depth", "jobs per second",
+                   "render time", "workers"):  # fmt: skip
+        assert wanted in titles
+    exported = {f._name for f in metrics.families().all()} | {
+        "stocks_tickers", "stocks_jobs_waiting", "stocks_jobs_taken", "stocks_workers",
+        "stocks_image_bytes", "stocks_image_budget_bytes",
+    }  # fmt: skip
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(total|bucket|count|sum)$", "", n) for e in exprs
+            for n in re.findall(r"stocks_[a-z_]+", e)}  # fmt: skip
+    assert used and used <= exported, used - exported
 
 
 # --- Dockerfiles -------------------------------------------------------------------------------

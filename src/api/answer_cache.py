@@ -35,6 +35,7 @@ EXTENSION = "answer_cache"
 CACHE_CONTROL = "no-cache"
 # Headers of a data answer that matter to a client besides its type (they go with 304s).
 KEPT_HEADERS = ("ETag", "Cache-Control", "Vary", "X-Limited", "X-Available")
+OUTCOME_KEY = "stocks.answer_cache"  # environ: "hit" or "miss", for stocks.api.observe
 
 
 class ResponseCache:
@@ -124,6 +125,7 @@ class CachedAnswers:
                 except redis.RedisError:
                     current = None
                 if current == versions:
+                    environ[OUTCOME_KEY] = "hit"
                     etag = dict(headers).get("ETag", "")
                     if tag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
                         start_response("304 Not Modified", [*headers, NOSNIFF])
@@ -161,6 +163,7 @@ def remember(resp: Response, depends: dict[str, str | None]) -> Response:
     data version then (``storage.ALL_SYMBOLS``: the symbol set); a changed version makes
     the entry stale and changes the tag, so a write is never masked.
     """
+    request.environ[OUTCOME_KEY] = "miss"
     key = request_key(request.environ)
     etag = entity_tag(key, depends)
     resp.headers["ETag"] = etag

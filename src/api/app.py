@@ -21,6 +21,7 @@ from stocks.api import (
     limits,
     market_routes,
     metrics_routes,
+    observe,
     page,
     price_routes,
     service_routes,
@@ -76,5 +77,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
     )
     metrics_routes.init_app(app)
     limits.init_app(app, settings)
+    # outermost: cache hits are counted and logged too
+    app.wsgi_app = observe.RequestObserver(app.wsgi_app, app.url_map)
     storage.days_to_iso(np.zeros(1, dtype=np.int32))  # build the date table before the fork
     return app

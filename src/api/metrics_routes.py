@@ -1,28 +1,34 @@
-"""``GET /metrics``: Prometheus text for operators, read from Redis at scrape time.
+"""``GET /metrics``: Prometheus text for operators.
 
-The figures are global state (prices loaded, queue depth, live workers), so every API
-process answers the same and no multi-process registry is needed.
+Two kinds of figures. Global state read from Redis at scrape time (prices loaded, queue
+depth, held jobs, live workers, image bytes against the budget): every API process
+answers the same. And what the API processes count themselves (requests, latency,
+answer-cache hits, jobs enqueued and cancelled): summed over all processes of the
+server by prometheus-client's multiprocess mode (``stocks.metrics``).
 """
 
 from __future__ import annotations
 
 import redis
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from flask_openapi3 import APIBlueprint
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from stocks import metrics as counted
 from stocks import storage
 from stocks.api import context
 from stocks.jobs import JobQueue
+from stocks.keys import IMAGE_BYTES_KEY, IMAGES_DB
 
 EXTENSION = "metrics_registry"
 
 
 class StocksCollector:
-    def __init__(self, prices: redis.Redis, queue: JobQueue):
+    def __init__(self, prices: redis.Redis, queue: JobQueue, images: redis.Redis, budget: int):
         self.prices = prices
         self.queue = queue
+        self.images = images
+        self.budget = budget
 
     def collect(self):
         yield GaugeMetricFamily(
@@ -39,12 +45,25 @@ class StocksCollector:
         yield GaugeMetricFamily(
             "stocks_workers", "Workers that heartbeated within the timeout", value=stats["workers"]
         )
+        yield GaugeMetricFamily(
+            "stocks_image_bytes",
+            "Bytes of chart images kept in Redis",
+            value=int(self.images.get(IMAGE_BYTES_KEY) or 0),
+        )
+        yield GaugeMetricFamily(
+            "stocks_image_budget_bytes",
+            "Most bytes of chart images kept (STOCKS_IMAGE_BUDGET_MB)",
+            value=self.budget,
+        )
 
 
 def init_app(app: Flask) -> None:
-    registry = CollectorRegistry(auto_describe=False)
     with app.app_context():
-        registry.register(StocksCollector(context.prices_db(), context.job_queue()))
+        settings = context.settings()
+        registry = counted.registry(settings)
+        images = settings.redis(IMAGES_DB, timeout=settings.redis_timeout)
+        budget = int(settings.image_budget_mb * 1024 * 1024)
+        registry.register(StocksCollector(context.prices_db(), context.job_queue(), images, budget))
     app.extensions[EXTENSION] = registry
 
 
@@ -53,5 +72,8 @@ bp = APIBlueprint("metrics", __name__)
 
 @bp.route("/metrics", methods=["GET"])
 def metrics() -> Response:
-    registry = current_app.extensions[EXTENSION]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    body, content_type = counted.exposition(
+        current_app.extensions[EXTENSION], request.headers.get("Accept")
+    )
+    # content_type, not mimetype: Flask would add a second charset to a text/* mimetype
+    return Response(body, content_type=content_type)

@@ -1,8 +1,10 @@
-"""The worker's small HTTP port: ``GET /health`` for Kubernetes probes and Docker's HEALTHCHECK.
+"""The worker's small HTTP port: ``GET /health`` for Kubernetes probes and Docker's HEALTHCHECK,
+and ``GET /metrics`` for Prometheus (``metrics_route``: the job counters and histograms of
+every worker process of this ``stocks worker``, summed).
 
 Why a port and not an exec probe: an exec probe starts a Python interpreter every few seconds
-in a pod whose CPU is for charts, and a port is where the operator's ``/metrics`` (a later
-issue) will be served too: ``routes`` takes more paths.
+in a pod whose CPU is for charts, and the same port serves ``/metrics``: ``routes`` takes
+more paths.
 
 Healthy means the process proved it is alive recently: ``last_beat()`` (a ``time.monotonic()``
 value, comparable across processes on Linux) is at most ``limit`` seconds old. The worker feeds
@@ -18,6 +20,10 @@ import threading
 import time
 from collections.abc import Callable, MutableSequence, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry
+
+from stocks import metrics
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,16 @@ def health_route(last_beat: Callable[[], float], limit: float) -> Route:
     return route
 
 
+def metrics_route(registry: CollectorRegistry) -> Route:
+    """Prometheus text of ``registry`` (text format 0.0.4, one charset)."""
+
+    def route() -> tuple[int, str, bytes]:
+        body, content_type = metrics.exposition(registry, None)
+        return 200, content_type, body
+
+    return route
+
+
 def _handler(routes: dict[str, Route]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server API
@@ -107,5 +123,6 @@ def start_health_server(
     )
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    log.info("health on http://%s:%s/health", host, server.server_address[1])
+    log.info("health on http://%s:%s/health", host, server.server_address[1],
+             extra={"paths": sorted(["/health", *(routes or {})])})  # fmt: skip
     return server

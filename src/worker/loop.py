@@ -21,6 +21,7 @@ from collections.abc import Callable
 import redis
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
+from stocks import metrics
 from stocks.jobs import Interrupted, Job, JobError, JobQueue
 from stocks.scripts import TRANSIENT, retry_transient
 
@@ -78,21 +79,45 @@ class Worker:
         self._done_since = 0.0
         self._stop: Callable[[], bool] = lambda: False
         self._recovering = False
+        self._ran: dict[str, float] = {}  # job id -> handler seconds, until recorded
+
+    def event(self, level: int, event: str, job: Job, **fields: object) -> None:
+        """One log line about ``job`` with the fields an operator filters on."""
+        if log.isEnabledFor(level):
+            fields = {
+                "event": event,
+                "job_id": job.id,
+                "kind": job.kind,
+                "attempt": job.attempts,
+                "worker": self.queue.worker_id,
+                "request_id": job.request_id,
+                **fields,
+            }
+            log.log(level, "job %s %s", job.id, event, extra=fields)
 
     def process(self, job: Job) -> tuple[bytes, str] | None:
         """The job's result to finish with, or None when it has failed (recorded here)."""
+        wait = max(0.0, time.time() - job.created())
+        metrics.families().kind(job.kind).queue_wait_seconds.observe(wait)
+        self.event(logging.INFO, "started", job, queue_wait_ms=round(wait * 1000, 1))
+        started = time.perf_counter()
         try:
             return retry_transient(self.handler, job.kind, job.params)
         except Interrupted:
             raise
         except self.deterministic as e:
-            retry_transient(self.queue.fail, job, str(e) or type(e).__name__)
+            error = str(e) or type(e).__name__
         except TRANSIENT:
             raise  # the run loop backs off; release_own() puts the job back later
         except Exception as e:
             log.exception("job %s (%s) crashed", job.id, job.kind)
             error = f"internal error while drawing ({type(e).__name__})"
-            retry_transient(self.queue.fail, job, error)
+        status = retry_transient(self.queue.fail, job, error).status
+        seconds = time.perf_counter() - started
+        if status == "failed":
+            metrics.families().kind(job.kind).jobs_failed.inc()
+        self.event(logging.WARNING, "failed", job, error=error, status=status,
+                   duration_ms=round(seconds * 1000, 1))  # fmt: skip
         return None
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
@@ -146,7 +171,9 @@ class Worker:
         ended = time.perf_counter()
         self.held.popleft()
         self.pace.observe(ended - started)
+        metrics.families().kind(job.kind).run_seconds.observe(ended - started)
         if result is not None:
+            self._ran[job.id] = ended - started
             if not self.done:
                 self._done_since = ended
             self.done.append((job, *result))
@@ -156,9 +183,16 @@ class Worker:
     def _record(self, take: int = 0) -> list[Job]:
         """Finish what is done (and forget it); maybe take the next jobs."""
         statuses, taken = self.queue.finish_many(self.done, take)  # retries by itself
+        fam = metrics.families()
         for (job, _, _), status in zip(self.done, statuses, strict=True):
+            seconds = self._ran.pop(job.id, 0.0)
             if status != "finished":
                 log.warning("job %s was %s elsewhere; result dropped", job.id, status)
+                continue
+            of_kind = fam.kind(job.kind)
+            of_kind.jobs_finished.inc()
+            of_kind.render_seconds.observe(seconds)
+            self.event(logging.INFO, "finished", job, duration_ms=round(seconds * 1000, 1))
         self.done.clear()
         return taken
 
@@ -166,6 +200,7 @@ class Worker:
         self._recovering = True
         self.held.clear()
         self.done.clear()
+        self._ran.clear()
         log.warning("redis error (%s); retrying", retry_state.outcome.exception())
 
     def _leave(self) -> None:
@@ -174,7 +209,10 @@ class Worker:
             if self.done:
                 self._record()
             for job in reversed(self.held):  # back to the front, in their order
-                retry_transient(self.queue.put_back, job, refund=True)
+                status = retry_transient(self.queue.put_back, job, refund=True).status
+                if status == "queued":
+                    metrics.families().kind(job.kind).jobs_requeued.inc()
+                self.event(logging.INFO, "requeued", job, status=status)
             self.held.clear()
             self.queue.unregister()
         except redis.RedisError as e:

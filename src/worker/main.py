@@ -12,7 +12,9 @@ put it back at the front of the queue with its attempt refunded; then exit 0.
 
 Health: ``--health-port`` serves ``GET /health`` (``stocks.worker.health``) from the process
 that was started: 503 once a worker's heartbeat has not reached Redis, or one chart has been
-drawing, for ``worker_stall`` seconds (with N processes: the stalest of them).
+drawing, for ``worker_stall`` seconds (with N processes: the stalest of them). The same port
+serves ``GET /metrics``: the job figures of all N processes, summed through the multiprocess
+folder that ``stocks worker`` prepared (``stocks.metrics.prepare_dir``) before starting them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import multiprocessing.connection
 import signal
 import time
 
-from stocks.config import Settings, reset_clients
+from stocks import logs, metrics
+from stocks.config import Settings, mask_url, reset_clients
 from stocks.jobs import Interrupted, JobError, JobQueue
 from stocks.keys import STOCKS_DB
 from stocks.worker import health
@@ -112,7 +115,11 @@ def run_worker(
     queue = queue or JobQueue(settings)
     if liveness is not None:
         handler = _watched(queue, handler, liveness)
-    log.info("worker %s ready", queue.worker_id)
+    log.info(
+        "worker %s ready",
+        queue.worker_id,
+        extra={"worker": queue.worker_id, "redis": mask_url(settings.redis_url)},
+    )
     try:
         worker = Worker(queue, shutdown.guard(handler), deterministic or (JobError,))
         worker.run(stop=lambda: shutdown.stopping)
@@ -125,18 +132,20 @@ def run_worker(
 
 
 def _child(slots=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    logs.setup(settings)
     reset_clients()
-    raise SystemExit(run_worker(Settings.from_env(), liveness=health.Liveness(slots)))
+    raise SystemExit(run_worker(settings, liveness=health.Liveness(slots)))
 
 
 def run_workers(settings: Settings, concurrency: int = 1, health_port: int | None = None) -> int:
     """``stocks worker --concurrency N``: N worker processes until SIGTERM/SIGINT."""
     port = settings.health_port if health_port is None else health_port
+    routes = {"/metrics": health.metrics_route(metrics.registry(settings))}
     if concurrency <= 1:
         liveness = health.Liveness()
         if port:
-            health.start_health_server(port, liveness.last, settings.worker_stall)
+            health.start_health_server(port, liveness.last, settings.worker_stall, routes=routes)
         return run_worker(settings, liveness=liveness)
     ctx = multiprocessing.get_context("spawn")
     slots = [ctx.Array("d", 2, lock=False) for _ in range(concurrency)]
@@ -144,7 +153,10 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
         health.Liveness(s)  # alive from now: a child writes its own once it starts
     if port:
         health.start_health_server(
-            port, lambda: min(health.last_beat(s) for s in slots), settings.worker_stall
+            port,
+            lambda: min(health.last_beat(s) for s in slots),
+            settings.worker_stall,
+            routes=routes,
         )
     stopping = False
 

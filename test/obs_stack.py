@@ -1,0 +1,87 @@
+"""A real stack for the operator's-view tests: `stocks serve` and `stocks worker` processes
+started through the CLI (whatever HTTP server it runs), their stderr kept in files."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from conftest import business_days
+
+from stocks import storage
+from stocks.redis_server import env_with_redis, free_port
+
+
+def http_call(port: int, method: str, path: str, body=None, headers=None):
+    """(status, headers with lower-case names, body bytes) on a new connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        data = None if body is None else json.dumps(body)
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json",
+                                                       **(headers or {})})  # fmt: skip
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _popen(redis_url: str, args: list[str], log: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stocks.cli", *args],
+        env={**env_with_redis(redis_url), "STOCKS_LOG_FORMAT": "json", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
+def start_api(redis_url: str, log: Path, workers: int = 2, **env: str):
+    """`stocks serve --workers N` on a free port, once /health answers: (port, process)."""
+    port = free_port()
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    proc = _popen(redis_url, args, log, env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if http_call(port, "GET", "/health")[0] == 200:
+                return port, proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError("stocks serve did not start: " + log.read_text()[-3000:])
+        time.sleep(0.1)
+
+
+def start_worker(redis_url: str, log: Path, *args: str, **env: str) -> subprocess.Popen:
+    return _popen(redis_url, ["worker", *args], log, env)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def json_lines(log: Path) -> list[dict]:
+    """Our lines of ``log``, each parsed as JSON (one that does not parse fails the test).
+
+    Lines not starting with ``{`` are the HTTP server library's own start-up lines.
+    """
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+def load_series(r0, symbol: str = "AAPL", days: int = 300) -> None:
+    when = business_days("2016-01-04", "2018-12-31")[:days]
+    close = np.linspace(10.0, 20.0, len(when))
+    bars = storage.make_bars(when, close, close + 1, close - 1, close, np.full(len(when), 1000))
+    storage.replace_series(r0, symbol, bars, {"name": symbol, "source": "csv"})
