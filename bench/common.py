@@ -16,10 +16,11 @@ from stocks.redis_server import RedisServer
 
 
 @contextmanager
-def private_redis(appendonly: bool = False) -> Iterator[RedisServer]:
+def private_redis(appendonly: bool = False, appendfsync: str = "everysec") -> Iterator[RedisServer]:
     """A fresh redis-server in a temporary folder (clients built on its ``url``)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        server = RedisServer(Path(tmp) / "redis", appendonly=appendonly).start()
+        server = RedisServer(Path(tmp) / "redis", appendonly=appendonly, appendfsync=appendfsync)
+        server.start()
         try:
             yield server
         finally:

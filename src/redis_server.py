@@ -60,12 +60,14 @@ class RedisServer:
         appendonly: bool = True,
         password: str | None = None,
         maxmemory_mb: int | None = None,
+        appendfsync: str = "everysec",
     ):
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
         self.maxmemory_mb = maxmemory_mb
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
 
     @property
@@ -104,7 +106,7 @@ class RedisServer:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "everysec",
+            self.appendfsync,
             "--save",
             "",
             "--daemonize",

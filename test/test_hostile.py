@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,7 +18,7 @@ from stocks import storage
 from stocks.api.app import create_app
 from stocks.config import Settings
 from stocks.jobs import JobQueue
-from stocks.redis_server import RedisServer
+from stocks.redis_server import RedisServer, env_with_redis
 
 KEY = "hostile-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -185,4 +187,48 @@ def test_a_full_redis_refuses_jobs_with_507_and_keeps_serving_prices(tmp_path):
         filler.flushdb()
         assert client.post("/jobs", data=job(), headers=JSON).status_code == 202
     finally:
+        server.stop(kill=True)
+
+
+def test_a_small_redis_holds_prices_and_every_job_ends_with_images_within_budget(tmp_path):
+    """maxmemory 32 MB (noeviction) and a 1 MB image budget: 40 distinct charts through a
+    real worker all finish, the images stay within the budget, and no price is lost."""
+    server = RedisServer(tmp_path / "redis", appendonly=False, maxmemory_mb=32).start()
+    worker = None
+    try:
+        settings = Settings(redis_url=server.url, image_budget_mb=1.0)
+        r0 = settings.redis(0)
+        for symbol in ("AAPL", "MSFT"):
+            store(r0, symbol, "2013-01-02", "2017-12-29")
+        before = {s: storage.read_series(r0, s)[1].tobytes() for s in ("AAPL", "MSFT")}
+        env = {**env_with_redis(server.url), "STOCKS_IMAGE_BUDGET_MB": "1"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stocks.cli", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = create_app(settings, {"TESTING": True}).test_client()
+        ids = []
+        for i in range(40):
+            body = job(options={"title": f"chart {i}", "width": 900, "height": 600})
+            ids.append(client.post("/jobs", data=body, headers=JSON).get_json()["id"])
+        queue = JobQueue(settings)
+        wait_for(
+            lambda: all(queue.get_job(i)["status"] == "finished" for i in ids), 120, "40 charts"
+        )
+        images = redis.Redis.from_url(server.url, db=3)
+        stored = [len(images.get(f"image:{i}") or b"") for i in ids]
+        assert sum(stored) <= 1024 * 1024 + max(stored)  # the budget, plus the newest one
+        assert stored[-1] > 0 and 0 in stored  # the newest kept, the oldest dropped
+        dropped = ids[stored.index(0)]
+        gone = client.get(f"/jobs/{dropped}/image")
+        assert gone.status_code == 410 and gone.get_json()["error"]["code"] == "image_dropped"
+        info = redis.Redis.from_url(server.url).info("memory")
+        assert info["used_memory"] < info["maxmemory"]
+        assert {s: storage.read_series(r0, s)[1].tobytes() for s in before} == before
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
         server.stop(kill=True)

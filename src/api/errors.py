@@ -50,6 +50,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    410: "gone",
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",

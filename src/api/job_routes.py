@@ -181,7 +181,7 @@ def delete_job(path: JobPath) -> Response:
     "/jobs/<job_id>/image",
     tags=[TAG_JOBS],
     summary="the chart (PNG or SVG) once the job has finished",
-    responses={200: IMAGE, 409: ErrorBody, **ERRORS},
+    responses={200: IMAGE, 409: ErrorBody, 410: ErrorBody, **ERRORS},
 )
 def get_image(path: JobPath) -> Response:
     rec = context.job_queue().get_job(path.job_id)
@@ -194,7 +194,11 @@ def get_image(path: JobPath) -> Response:
         message = rec["error"] or f"the job is {status}"
         raise ApiError(409, f"job_{status}", message, job_status=status, job_error=rec["error"])
     data = context.job_queue().get_image(path.job_id)
-    if data is None:
-        raise _not_found(path.job_id)
+    if data is None:  # finished, but its image made room for newer ones (the image budget)
+        message = (
+            "the image was dropped to keep chart storage within its budget; "
+            "post the same request again to draw it"
+        )
+        raise ApiError(410, "image_dropped", message, job_status=status)
     content_type = rec.get("content_type") or "application/octet-stream"
     return Response(data, mimetype=content_type, headers={"Cache-Control": "private, max-age=3600"})
