@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stocks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the HTTP API (gunicorn)")
+    serve = sub.add_parser("serve", help="serve the HTTP API (granian; STOCKS_WORKER_CLASS)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=5000)
     serve.add_argument("--workers", type=int, default=None, help="default: cores + 1")

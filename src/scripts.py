@@ -51,8 +51,6 @@ local function use(db)
   if db ~= current_db then redis.call('SELECT', db); current_db = db end
 end
 local function job_key(id) return '@JOB_PREFIX@' .. id end
-local function image_key(id) return '@IMAGE_PREFIX@' .. id end
-local function cache_key(sha) return '@CACHE_PREFIX@' .. sha end
 
 -- Redis server time in ms: one clock for every host (an integer-valued double, which
 -- redis.call passes on as plain digits)
@@ -67,6 +65,8 @@ end
 # Sizes and ages live beside the images, so a drop costs no scan. An image that expired
 # by its TTL still counts until it comes up as the oldest: the count errs high, never low.
 _IMAGES = """
+local function image_key(id) return '@IMAGE_PREFIX@' .. id end
+local function cache_key(sha) return '@CACHE_PREFIX@' .. sha end
 local IMAGE_BYTES, IMAGE_ORDER, IMAGE_SIZES = '@IMAGE_BYTES_KEY@', '@IMAGE_ORDER_KEY@',
                                               '@IMAGE_SIZES_KEY@'
 local image_budget = 0  -- bytes; set from ARGV by each script that stores images
@@ -245,8 +245,10 @@ if redis.call('EXISTS', job_key(id)) == 1 then
 end
 local now = now_ms()
 redis.call('HSET', job_key(id), 'id', id, 'kind', ARGV[2], 'params', ARGV[3],
-           'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4],
-           'owner', ARGV[7], 'request_id', ARGV[8] or '')
+           'status', 'queued', 'created_at', now, 'attempts', 0, 'cache_key', ARGV[4])
+-- optional fields only when set: the hottest script stays as small as it can
+if ARGV[7] ~= '' then redis.call('HSET', job_key(id), 'owner', ARGV[7]) end
+if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', job_key(id), 'request_id', ARGV[8]) end
 redis.call('EXPIRE', job_key(id), ARGV[5])
 redis.call('ZADD', ALL_JOBS, 0, id)
 if ARGV[7] ~= '' then
