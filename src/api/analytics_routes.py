@@ -49,7 +49,7 @@ MAX_COMPARE = 20
 MAX_WINDOW = 500
 
 StatsPeriod = Literal["1mo", "3mo", "6mo", "1y", "5y"]
-ChangePeriod = Literal["1d", "5d", "1mo", "3mo", "6mo", "1y", "5y"]
+ChangePeriod = Literal["1d", "5d", "1wk", "1mo", "3mo", "6mo", "1y", "5y"]  # = movers
 
 
 # --- request models --------------------------------------------------------------------
