@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+LOCAL_PASSWORD_FILE = Path(".run") / "redis.password"  # written by ``stocks run``
 
 
 def _env(name: str, **kwargs):
@@ -74,14 +76,24 @@ class Settings:
     yahoo_retry_wait: float = _env("YAHOO_RETRY_WAIT", default=1.0)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from ``environ`` (default: this process's); unset or empty means default."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, local_password: Path = LOCAL_PASSWORD_FILE
+    ) -> Settings:
+        """Settings from ``environ`` (default: this process's); unset or empty means default.
+
+        Without REDIS_URL, the default local Redis comes with the password ``stocks run``
+        keeps for the Redis it started (``local_password``), so that ``stocks status`` or
+        ``stocks load`` in another terminal of the same folder reach it.
+        """
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
             raw = environ.get(f.metadata["env"], "")
             if raw.strip() != "":
                 values[f.name] = _parse(f.name, f.type, raw)
+        if "redis_url" not in values and local_password.is_file():
+            password = quote(local_password.read_text().strip(), safe="")
+            values["redis_url"] = cls.redis_url.replace("redis://", f"redis://:{password}@", 1)
         return cls(**values)
 
     def replace(self, **changes) -> Settings:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from stocks import storage
-from stocks.config import Settings, mask_url
+from stocks.config import LOCAL_PASSWORD_FILE, Settings, mask_url
 from stocks.keys import STOCKS_DB
 from stocks.redis_server import RedisServer, env_with_redis, ping
 
@@ -38,7 +38,7 @@ def local_password(parsed_password: str | None) -> str:
     (owner-only) under .run/ from an earlier run, else a new random one kept there."""
     if parsed_password:
         return unquote(parsed_password)
-    path = RUN_DIR / "redis.password"
+    path = LOCAL_PASSWORD_FILE
     if path.exists():
         return path.read_text().strip()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def ensure_redis(settings: Settings) -> RedisServer | None:
     say(
         f"started redis-server on {mask_url(server.url)} (AOF under {RUN_DIR / 'redis'}; "
         f"maxmemory {settings.redis_maxmemory_mb} MB, noeviction; password from REDIS_URL "
-        f"or kept in {RUN_DIR / 'redis.password'})"
+        f"or kept in {LOCAL_PASSWORD_FILE}, which the other commands in this folder read)"
     )
     return server
 

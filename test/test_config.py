@@ -54,7 +54,17 @@ def test_from_env_parses_each_kind_and_empty_means_default():
     assert settings.worker_timeout == 2.5 and settings.max_attempts == 5
     assert settings.access_log is True and settings.data_dir == Path("/data")
     assert settings.batch_max == Settings().batch_max
-    assert Settings.from_env({}) == Settings()
+    assert Settings.from_env({}, local_password=Path("/nonexistent")) == Settings()
+
+
+def test_the_password_of_the_local_redis_is_found_when_redis_url_is_unset(tmp_path):
+    kept = tmp_path / "redis.password"
+    kept.write_text("s3cret/+\n")
+    assert Settings.from_env({}, local_password=kept).redis_url == (
+        "redis://:s3cret%2F%2B@127.0.0.1:6379"
+    )
+    given = {"REDIS_URL": "redis://db:6379"}
+    assert Settings.from_env(given, local_password=kept).redis_url == "redis://db:6379"
 
 
 def test_a_bad_value_names_the_variable():
