@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from conftest import business_days
+from conftest import business_days, stop_process
 
 from stocks import storage
 from stocks.redis_server import env_with_redis, free_port
@@ -37,6 +36,7 @@ def _popen(redis_url: str, args: list[str], log: Path, env: dict) -> subprocess.
         env={**env_with_redis(redis_url), "STOCKS_LOG_FORMAT": "json", **env},
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
+        start_new_session=True,
     )
 
 
@@ -63,13 +63,7 @@ def start_worker(redis_url: str, log: Path, *args: str, **env: str) -> subproces
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, grace=20)
 
 
 def json_lines(log: Path) -> list[dict]:

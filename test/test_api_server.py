@@ -9,12 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import business_days, wait_for
+from conftest import business_days, stop_process, wait_for
 
 from stocks import storage
 from stocks.redis_server import free_port
@@ -55,8 +56,15 @@ def start_server(redis_url: str, **env_extra: str) -> tuple[int, subprocess.Pope
 
 
 def started(command: list[str], env: dict, port: int, probe: str) -> subprocess.Popen:
-    """Run ``command`` until ``probe`` on ``port`` answers 200 (at most 30 s)."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Run ``command`` until ``probe`` on ``port`` answers 200 (at most 30 s).
+
+    Its output goes to a file, not a pipe nobody reads: a server logging every request
+    would fill a pipe and block. Its own session, so ``stop_server`` reaches its workers.
+    """
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -65,15 +73,13 @@ def started(command: list[str], env: dict, port: int, probe: str) -> subprocess.
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{command[:3]} did not start: " + proc.stderr.read().decode())
+            stop_server(proc)
+            log.seek(0)
+            raise RuntimeError(f"{command[:3]} did not start: " + log.read().decode()[-4000:])
         time.sleep(0.1)
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+stop_server = stop_process
 
 
 @pytest.fixture(scope="module")

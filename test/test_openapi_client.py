@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from conftest import business_days, wait_for
+from conftest import business_days, stop_process, wait_for
 
 from stocks import storage
 from stocks.redis_server import free_port
@@ -65,6 +65,7 @@ def start(args: list[str], env: dict) -> subprocess.Popen:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
 
 
@@ -86,8 +87,7 @@ def server(redis_server):
         yield port
     finally:
         for proc in procs:
-            proc.kill()
-            proc.wait()
+            stop_process(proc, grace=0)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import business_days, wait_for
+from conftest import business_days, stop_process, wait_for
 
 from stocks.redis_server import find_redis_server, free_port
 
@@ -71,7 +71,11 @@ def stack(tmp_path):
     def start(*cmd: str, **env: str) -> subprocess.Popen:
         log = open(tmp_path / f"{len(procs)}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
-            list(cmd), env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+            list(cmd),
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         procs.append(proc)
         return proc
@@ -107,11 +111,7 @@ def stack(tmp_path):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     for proc in procs:  # graceful stops are tested elsewhere: 3 s, then SIGKILL
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=3)
 
 
 def _pings(client: redis.Redis) -> bool:

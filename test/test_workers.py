@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import wait_for
+from conftest import stop_process, wait_for
 from test_jobs_api import load
 from worker_stub import FINISHED_KEY, RAN_KEY
 
@@ -37,16 +37,18 @@ def spawn(tmp_path):
         )
         log = open(tmp_path / f"worker{len(procs)}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
-            cmd, env={**env_with_redis(url), **env}, stdout=log, stderr=subprocess.STDOUT
+            cmd,
+            env={**env_with_redis(url), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a supervisor's children go with it (stop_process)
         )
         procs.append(proc)
         return proc
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=0)
 
 
 def statuses(queue: JobQueue, ids) -> list[str | None]:
