@@ -6,7 +6,7 @@ synthetic five-year walks) and measures, with every answer cache off (uncached):
   the year chunks they need for every ticker in one MULTI pipeline, against the naive
   peer, which asks Redis once per ticker (505 round trips: ``read_series`` of that day, or
   of the whole series for movers, then ``analytics.change``), and the Redis read alone;
-- over HTTP: ``stocks serve`` (gunicorn) with ``STOCKS_API_CACHE_MB=0``, one keep-alive
+- over HTTP: ``stocks serve`` (its default server) with ``STOCKS_API_CACHE_MB=0``, one keep-alive
   connection, so p50 is one request's latency.
 
     .venv/bin/python -m bench.run market
@@ -154,7 +154,7 @@ def report(source: str, inproc: dict, redis_read: tuple[float, float], http: dic
         "",
         f"Data: {source}. Every answer cache off. In process: Flask test client, one "
         f"request at a time, median of {ROUNDS} requests cycling over {len(DAYS)} dates "
-        f"(movers: × periods {', '.join(PERIODS)}). HTTP: `stocks serve` (gunicorn) with "
+        f"(movers: × periods {', '.join(PERIODS)}). HTTP: `stocks serve` (granian) with "
         f"`STOCKS_API_CACHE_MB=0`, 1 keep-alive connection, {DURATION:g} s per route "
         f"({http['market day'].tool}).",
         "",
