@@ -41,14 +41,14 @@ def random_bars(
     volume: tuple[int, int] = (1_000, 1_000_000),
     adj: bool = False,
     gaps: float = 0.0,
-    empty: int = 0,
+    empty: float = 0.0,
     empty_columns: tuple[str, ...] = (*PRICE_COLUMNS, "volume"),
 ) -> np.ndarray:
     """The one test series: a log random walk on ``days`` (or that many weekdays from 2016-01-04).
 
     Every bar has low <= open, close <= high. ``adj`` adds an adjusted close (0.97 x close),
-    ``gaps`` drops that share of the days (never the first or last), ``empty`` blanks that many
-    cells in each of ``empty_columns`` (NaN prices, MISSING_VOLUME volumes).
+    ``gaps`` drops that share of the days (never the first or last), ``empty`` blanks that share
+    of the cells in each of ``empty_columns`` (NaN prices, MISSING_VOLUME volumes).
     """
     if isinstance(days, int):
         days = np.busday_offset(np.datetime64("2016-01-04"), np.arange(days), roll="forward")
@@ -74,7 +74,7 @@ def random_bars(
     )
     for col in empty_columns if empty else ():
         blank = storage.MISSING_VOLUME if col == "volume" else np.nan
-        bars[col][rng.choice(n, min(empty, n), replace=False)] = blank
+        bars[col][rng.choice(n, int(empty * n), replace=False)] = blank
     return bars
 
 

@@ -35,7 +35,7 @@ walk = partial(random_bars, DAYS, start_price=50, drift=0.0003, step=0.015, spre
 
 def with_empty_cells(seed: int) -> np.ndarray:
     """Blank cells in every column but close, and the highest day loses its high."""
-    bars = walk(seed, empty=25, empty_columns=("open", "high", "low", "volume"))
+    bars = walk(seed, empty=0.02, empty_columns=("open", "high", "low", "volume"))
     bars["high"][int(np.argmax(bars["close"]))] = np.nan
     return bars
 
