@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -30,10 +31,16 @@ def business_days(start: str, end: str) -> np.ndarray:
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 
 
+def weekdays(n: int, start: str | dt.date = "2016-01-04") -> np.ndarray:
+    """The first ``n`` weekdays from ``start`` on, as datetime64[D]."""
+    return np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
+
+
 def random_bars(
     days: np.ndarray | int,
     seed: int = 0,
     *,
+    start: str | dt.date = "2016-01-04",
     start_price: float = 100.0,
     drift: float = 0.0,
     step: float = 0.01,
@@ -44,14 +51,14 @@ def random_bars(
     empty: float = 0.0,
     empty_columns: tuple[str, ...] = (*PRICE_COLUMNS, "volume"),
 ) -> np.ndarray:
-    """The one test series: a log random walk on ``days`` (or that many weekdays from 2016-01-04).
+    """The one test series: a log random walk on ``days`` (or that many weekdays from ``start``).
 
     Every bar has low <= open, close <= high. ``adj`` adds an adjusted close (0.97 x close),
     ``gaps`` drops that share of the days (never the first or last), ``empty`` blanks that share
     of the cells in each of ``empty_columns`` (NaN prices, MISSING_VOLUME volumes).
     """
     if isinstance(days, int):
-        days = np.busday_offset(np.datetime64("2016-01-04"), np.arange(days), roll="forward")
+        days = weekdays(days, start)
     rng = np.random.default_rng(seed)
     days = np.asarray(days, dtype="datetime64[D]")
     if gaps:
