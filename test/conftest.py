@@ -150,7 +150,8 @@ def app(settings):
 
 
 @pytest.fixture
-def client(app):
+def client(app, redis_url):
+    """A test client of ``app`` (the module's own, if it has one) on the emptied server."""
     return app.test_client()
 
 

@@ -45,11 +45,6 @@ def app(request, base_settings):
     return create_app(base_settings.replace(api_keys=(KEY,), api_cache_mb=request.param))
 
 
-@pytest.fixture
-def client(app, redis_url):
-    return app.test_client()
-
-
 @pytest.mark.parametrize("path", DATA_ROUTES)
 def test_data_routes_tag_and_answer_304(client, stored, path):
     first = client.get(path)

@@ -49,11 +49,6 @@ def app(base_settings):
     return create_app(base_settings)
 
 
-@pytest.fixture
-def client(app, redis_url):
-    return app.test_client()
-
-
 def expected_rows(bars: np.ndarray, columns=("open", "high", "low", "close", "volume")) -> list:
     rows = []
     for bar in bars:

@@ -30,10 +30,15 @@ YEAR_2017 = business_days("2017-01-02", "2017-12-29")
 
 
 @pytest.fixture
-def client(settings, r0):
+def app(settings):
+    return create_app(settings.replace(api_keys=(KEY,)), {"TESTING": True})
+
+
+@pytest.fixture
+def client(client, r0):
+    """The conftest client, with AAPL stored."""
     store(r0, "AAPL", random_bars(YEAR_2017))
-    app = create_app(settings.replace(api_keys=(KEY,)), {"TESTING": True})
-    return app.test_client()
+    return client
 
 
 def job(**changes) -> str:

@@ -23,9 +23,8 @@ def app(settings):
 
 
 @pytest.fixture
-def client(app):
+def client(client):
     """Every request carries the key, so the jobs it makes are the ones it lists."""
-    client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {KEY}"
     return client
 

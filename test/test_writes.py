@@ -31,9 +31,10 @@ def app(base_settings):
 
 
 @pytest.fixture
-def client(app, redis_url, r0, bars):
+def client(client, r0, bars):
+    """The conftest client, with BRK.B stored."""
     store(r0, "BRK.B", bars, name="Berkshire")
-    return app.test_client()
+    return client
 
 
 def error_of(resp, status: int) -> dict:
