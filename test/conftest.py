@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server per test session, flushed before each test."""
+"""Shared fixtures (a real redis-server per session, flushed before each test) and the one
+bar generator every test stores, ``random_bars``."""
 
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ def business_days(start: str, end: str) -> np.ndarray:
     return days[np.is_busday(days)]
 
 
-PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
-
-
 def weekdays(n: int, start: str | dt.date = "2016-01-04") -> np.ndarray:
     """The first ``n`` weekdays from ``start`` on, as datetime64[D]."""
     return np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
+
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 
 
 def random_bars(
@@ -61,7 +62,7 @@ def random_bars(
         days = weekdays(days, start)
     rng = np.random.default_rng(seed)
     days = np.asarray(days, dtype="datetime64[D]")
-    if gaps:
+    if gaps and len(days):
         keep = rng.uniform(size=len(days)) >= gaps
         keep[[0, -1]] = True
         days = days[keep]
