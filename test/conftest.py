@@ -1,8 +1,10 @@
-"""Shared fixtures: a real redis-server per test session, flushed before each test."""
+"""Shared fixtures (a real redis-server per session, flushed before each test) and the one
+bar generator every test stores, ``random_bars``."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 import redis
 
+from stocks import storage
 from stocks.api.app import create_app
 from stocks.config import Settings, reset_clients
 from stocks.jobs import JobQueue
@@ -28,6 +31,69 @@ def business_days(start: str, end: str) -> np.ndarray:
     """Weekdays from start to end, both included, as datetime64[D]."""
     days = np.arange(np.datetime64(start), np.datetime64(end) + 1)
     return days[np.is_busday(days)]
+
+
+def weekdays(n: int, start: str | dt.date = "2016-01-04") -> np.ndarray:
+    """The first ``n`` weekdays from ``start`` on, as datetime64[D]."""
+    return np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
+
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+
+
+def random_bars(
+    days: np.ndarray | int,
+    seed: int = 0,
+    *,
+    start: str | dt.date = "2016-01-04",
+    start_price: float = 100.0,
+    drift: float = 0.0,
+    step: float = 0.01,
+    spread: float = 0.01,
+    volume: tuple[int, int] = (1_000, 1_000_000),
+    adj: bool = False,
+    gaps: float = 0.0,
+    empty: float = 0.0,
+    empty_columns: tuple[str, ...] = (*PRICE_COLUMNS, "volume"),
+) -> np.ndarray:
+    """The one test series: a log random walk on ``days`` (or that many weekdays from ``start``).
+
+    Every bar has low <= open, close <= high. ``adj`` adds an adjusted close (0.97 x close),
+    ``gaps`` drops that share of the days (never the first or last), ``empty`` blanks that share
+    of the cells in each of ``empty_columns`` (NaN prices, MISSING_VOLUME volumes).
+    """
+    if isinstance(days, int):
+        days = weekdays(days, start)
+    rng = np.random.default_rng(seed)
+    days = np.asarray(days, dtype="datetime64[D]")
+    if gaps and len(days):
+        keep = rng.uniform(size=len(days)) >= gaps
+        keep[[0, -1]] = True
+        days = days[keep]
+    n = len(days)
+    close = start_price * np.exp(np.cumsum(rng.normal(drift, step, n)))
+    high = close * (1 + rng.uniform(0, spread, n))
+    low = close * (1 - rng.uniform(0, spread, n))
+    open_ = low + (high - low) * rng.uniform(0, 1, n)
+    bars = storage.make_bars(
+        days,
+        open_,
+        high,
+        low,
+        close,
+        rng.integers(*volume, n),
+        adj_close=close * 0.97 if adj else None,
+    )
+    for col in empty_columns if empty else ():
+        blank = storage.MISSING_VOLUME if col == "volume" else np.nan
+        bars[col][rng.choice(n, int(empty * n), replace=False)] = blank
+    return bars
+
+
+def store(r0: redis.Redis, symbol: str, bars: np.ndarray, **meta) -> np.ndarray:
+    """Store ``bars`` under ``symbol`` as a load would (meta defaults: its name, source csv)."""
+    storage.replace_series(r0, symbol, bars, {"name": symbol, "source": "csv", **meta})
+    return bars
 
 
 def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
@@ -101,7 +167,8 @@ def app(settings):
 
 
 @pytest.fixture
-def client(app):
+def client(app, redis_url):
+    """A test client of ``app`` (the module's own, if it has one) on the emptied server."""
     return app.test_client()
 
 

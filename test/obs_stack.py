@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from conftest import business_days, stop_process
+from conftest import random_bars, stop_process, store
 
-from stocks import storage
 from stocks.redis_server import env_with_redis, free_port
 
 
@@ -75,7 +73,4 @@ def json_lines(log: Path) -> list[dict]:
 
 
 def load_series(r0, symbol: str = "AAPL", days: int = 300) -> None:
-    when = business_days("2016-01-04", "2018-12-31")[:days]
-    close = np.linspace(10.0, 20.0, len(when))
-    bars = storage.make_bars(when, close, close + 1, close - 1, close, np.full(len(when), 1000))
-    storage.replace_series(r0, symbol, bars, {"name": symbol, "source": "csv"})
+    store(r0, symbol, random_bars(days, start_price=15))

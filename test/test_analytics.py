@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
 import talib
-from conftest import SP500_DIR, needs_shared
+from conftest import SP500_DIR, business_days, needs_shared, random_bars
 
 from stocks import analytics as calc
 from stocks import storage
@@ -28,27 +29,15 @@ RTOL = 1e-9
 # --- data ------------------------------------------------------------------------------
 
 
-def generated(seed: int = 0, n: int = 1300, gaps: bool = False, empty: bool = False):
-    """Weekday random walk from 2013-01-01; ``gaps`` drops ~5% of days, ``empty`` blanks cells."""
-    rng = np.random.default_rng(seed)
-    days = np.arange(np.datetime64("2013-01-01"), np.datetime64("2013-01-01") + 2 * n)
-    days = days[np.is_busday(days)][:n]
-    close = 50 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, len(days))))
-    high = close * (1 + rng.uniform(0, 0.02, len(days)))
-    low = close * (1 - rng.uniform(0, 0.02, len(days)))
-    open_ = low + (high - low) * rng.uniform(0, 1, len(days))
-    volume = rng.integers(1_000, 1_000_000, len(days)).astype(float)
-    if gaps:
-        keep = rng.uniform(size=len(days)) > 0.05
-        keep[[0, -1]] = True
-        days, close, high, low, open_, volume = (
-            a[keep] for a in (days, close, high, low, open_, volume)
-        )
-    if empty:
-        for col in (open_, high, low, volume):
-            col[rng.choice(len(days), size=25, replace=False)] = np.nan
-        high[int(np.argmax(close))] = np.nan  # the highest day loses its high
-    return storage.make_bars(days, open_, high, low, close, volume)
+DAYS = business_days("2013-01-01", "2018-12-31")[:1300]  # the data starts 2013-01-01
+walk = partial(random_bars, DAYS, start_price=50, drift=0.0003, step=0.015, spread=0.02)
+
+
+def with_empty_cells(seed: int) -> np.ndarray:
+    """Blank cells in every column but close, and the highest day loses its high."""
+    bars = walk(seed, empty=0.02, empty_columns=("open", "high", "low", "volume"))
+    bars["high"][int(np.argmax(bars["close"]))] = np.nan
+    return bars
 
 
 def read_csv_bars(symbol: str) -> np.ndarray:
@@ -65,9 +54,9 @@ def read_csv_bars(symbol: str) -> np.ndarray:
 
 
 GENERATED = {
-    "plain": lambda: generated(1),
-    "gaps": lambda: generated(2, gaps=True),
-    "empty_cells": lambda: generated(3, empty=True),
+    "plain": lambda: walk(1),
+    "gaps": lambda: walk(2, gaps=0.05),
+    "empty_cells": lambda: with_empty_cells(3),
 }
 
 
@@ -260,7 +249,7 @@ def test_period_start_before_year_one_is_date_min():
     assert calc.period_start(dt.date(1, 3, 1), "5y") == dt.date.min
     assert calc.period_start(dt.date(1, 1, 3), "5d") == dt.date.min
     with pytest.raises(calc.AnalyticsError):
-        calc.change(generated(1), "5y", dt.date(1, 3, 1))
+        calc.change(walk(1), "5y", dt.date(1, 3, 1))
 
 
 def test_period_start_matches_pandas_offsets():
@@ -287,7 +276,7 @@ def test_stats_match_reference(make):
 
 
 def test_stats_ignore_missing_cells():
-    bars = generated(3, empty=True)
+    bars = with_empty_cells(3)
     got = calc.stats(bars)
     assert got["high"] == np.nanmax(bars["high"])
     assert got["high"] < bars["close"].max() * 1.03  # the NaN high did not win or crash
@@ -297,7 +286,7 @@ def test_stats_ignore_missing_cells():
 
 
 def test_stats_of_one_day_have_no_rates():
-    got = calc.stats(generated(4)[:1])
+    got = calc.stats(walk(4)[:1])
     assert got["return"] == 0.0
     assert got["annualized_return"] is None
     assert got["annualized_volatility"] is None
@@ -306,19 +295,19 @@ def test_stats_of_one_day_have_no_rates():
 
 
 def test_stats_of_two_days_have_no_volatility():
-    got = calc.stats(generated(4)[:2])
+    got = calc.stats(walk(4)[:2])
     assert got["annualized_volatility"] is None
     assert got["annualized_return"] is not None
 
 
 def test_stats_of_empty_range_is_an_error():
     with pytest.raises(calc.AnalyticsError) as err:
-        calc.stats(generated(4)[:0])
+        calc.stats(walk(4)[:0])
     assert err.value.code == "empty_range"
 
 
 def test_stats_skip_bars_without_close():
-    bars = generated(5)[:50].copy()
+    bars = walk(5)[:50].copy()
     bars["close"][[0, 10]] = np.nan
     got = calc.stats(bars)
     assert got["trading_days"] == 48
@@ -374,13 +363,13 @@ def test_change_matches_reference(make):
 
 
 def test_change_defaults_to_the_last_day():
-    bars = generated(6)
+    bars = walk(6)
     got = calc.change(bars, "5d")
     assert got["to_date"] == storage.from_day(bars["date"][-1]).isoformat()
 
 
 def test_change_on_a_weekend_uses_the_friday():
-    bars = generated(6)
+    bars = walk(6)
     got = calc.change(bars, "1d", dt.date(2014, 3, 9))  # Sunday: Friday vs Friday
     assert got["to_date"] == "2014-03-07"
     assert got["from_date"] == "2014-03-07"
@@ -388,7 +377,7 @@ def test_change_on_a_weekend_uses_the_friday():
 
 
 def test_change_before_the_data_is_an_error():
-    bars = generated(6)
+    bars = walk(6)
     with pytest.raises(calc.AnalyticsError) as err:
         calc.change(bars, "1y", storage.from_day(bars["date"][100]))
     assert err.value.code == "no_data_before"
@@ -439,7 +428,7 @@ def test_indicator_matches_reference(make, name, given):
 
 
 def test_indicator_nulls_until_the_window_is_full():
-    closes = generated(7)["close"].astype(float)
+    closes = walk(7)["close"].astype(float)
     got = calc.compute_indicator("macd", closes, calc.indicator_params("macd", {}))
     assert np.isnan(got["macd"][:25]).all() and not np.isnan(got["macd"][25])
     assert np.isnan(got["signal"][:33]).all() and not np.isnan(got["signal"][33])
@@ -449,7 +438,7 @@ def test_indicator_nulls_until_the_window_is_full():
 
 def test_talib_macd_is_not_the_sma_seeded_definition():
     """Why MACD is built from talib.EMA: talib.MACD seeds its fast EMA differently."""
-    closes = generated(8)["close"].astype(float)
+    closes = walk(8)["close"].astype(float)
     theirs, _, _ = talib.MACD(closes, 12, 26, 9)
     ours = calc.compute_indicator("macd", closes, calc.indicator_params("macd", {}))["macd"]
     ok = ~np.isnan(theirs)
@@ -468,7 +457,7 @@ def test_indicator_params_defaults_and_types():
 
 
 def test_compare_matches_reference_on_gappy_series():
-    series = {"A": generated(1), "B": generated(2, gaps=True), "C": generated(3, empty=True)}
+    series = {"A": walk(1), "B": walk(2, gaps=0.05), "C": with_empty_cells(3)}
     got = calc.compare(series)
     want = ref_compare(series)
     assert_close_dict(got, want)
@@ -485,15 +474,15 @@ def test_compare_matches_reference_on_real_tickers():
 
 
 def test_compare_needs_three_common_days():
-    a = generated(1)
-    b = generated(2)[:2]
+    a = walk(1)
+    b = walk(2)[:2]
     with pytest.raises(calc.AnalyticsError) as err:
         calc.compare({"A": a, "B": b})
     assert err.value.code == "too_few_common_dates"
 
 
 def test_compare_constant_series_has_null_correlation():
-    a = generated(1)[:30]
+    a = walk(1)[:30]
     flat = a.copy()
     flat["close"] = 10.0
     got = calc.compare({"A": a, "FLAT": flat})

@@ -14,7 +14,6 @@ from conftest import needs_shared
 from test_analytics import (
     assert_close_dict,
     assert_series_equal,
-    generated,
     read_csv_bars,
     ref_bollinger,
     ref_change,
@@ -23,6 +22,8 @@ from test_analytics import (
     ref_macd,
     ref_rsi,
     ref_stats,
+    walk,
+    with_empty_cells,
 )
 
 from stocks import storage
@@ -34,10 +35,10 @@ META = {"name": "Test Co", "sector": "Testing", "source": "test"}
 def stored(r0):
     """AAA plain, GAP with gaps, HOLE with empty cells, BRK.B (alias BRK-B)."""
     series = {
-        "AAA": generated(1),
-        "GAP": generated(2, gaps=True),
-        "HOLE": generated(3, empty=True),
-        "BRK.B": generated(4),
+        "AAA": walk(1),
+        "GAP": walk(2, gaps=0.05),
+        "HOLE": with_empty_cells(3),
+        "BRK.B": walk(4),
     }
     for sym, bars in series.items():
         storage.replace_series(r0, sym, bars, META)
@@ -120,7 +121,7 @@ def test_answers_see_a_write_at_once(client, stored, r0):
 
 
 def test_stats_survive_a_bar_without_close(client, r0):
-    bars = generated(9)[:60].copy()
+    bars = walk(9)[:60].copy()
     bars["close"][5] = np.nan
     storage.replace_series(r0, "NOCL", bars, META)
     got = get_ok(client, "/tickers/NOCL/stats")
@@ -230,7 +231,7 @@ def test_indicator_errors(client, stored):
 
 
 def test_indicator_window_longer_than_history(client, r0):
-    storage.replace_series(r0, "SHORT", generated(5)[:30], META)
+    storage.replace_series(r0, "SHORT", walk(5)[:30], META)
     err = get_error(client, "/tickers/SHORT/indicators/sma?window=31", 400)
     assert "30 stored trading days" in err["message"]
     rows = get_ok(client, "/tickers/SHORT/indicators/sma?window=30")["values"]
@@ -316,6 +317,6 @@ def test_repeated_alias_request_follows_writes(client, stored, r0):
     assert float(second.splitlines()[-1].split(",")[1]) == pytest.approx(
         float(first.splitlines()[-1].split(",")[1]) + 5.0
     )
-    storage.replace_series(r0, "BRK-B", generated(11)[:40], META)  # the dash form now exists
+    storage.replace_series(r0, "BRK-B", walk(11)[:40], META)  # the dash form now exists
     third = client.get(url).get_data(as_text=True)
     assert len(third.splitlines()) == 41  # header + the 40 bars of BRK-B itself

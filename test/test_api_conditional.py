@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from conftest import business_days
+from conftest import business_days, random_bars
 
 from stocks import storage
 from stocks.api.app import create_app
@@ -28,16 +27,15 @@ DATA_ROUTES = [
 ]
 
 
-def walk(seed: int) -> np.ndarray:
-    days = business_days("2016-01-04", "2016-12-30")
-    close = 20 + np.cumsum(np.random.default_rng(seed).normal(0, 0.1, len(days)))
-    return storage.make_bars(days, close, close + 1, close - 1, close, np.arange(len(days)))
+YEAR_2016 = business_days("2016-01-04", "2016-12-30")
 
 
 @pytest.fixture
 def stored(r0):
     for i, sym in enumerate(["AAPL", "MSFT"]):
-        storage.replace_series(r0, sym, walk(i), {"name": sym, "source": "csv"})
+        storage.replace_series(
+            r0, sym, random_bars(YEAR_2016, i, start_price=20), {"name": sym, "source": "csv"}
+        )
     return r0
 
 
@@ -45,11 +43,6 @@ def stored(r0):
 def app(request, base_settings):
     """With the answer cache (304 from the middleware) and without (304 from the view)."""
     return create_app(base_settings.replace(api_keys=(KEY,), api_cache_mb=request.param))
-
-
-@pytest.fixture
-def client(app, redis_url):
-    return app.test_client()
 
 
 @pytest.mark.parametrize("path", DATA_ROUTES)
@@ -97,7 +90,9 @@ def test_a_write_changes_the_tag_at_once(client, stored):
 def test_market_tags_change_when_a_ticker_comes_or_goes(client, stored):
     urls = ["/market/2016-12-30", "/market/movers?period=1mo", "/tickers"]
     old = {u: client.get(u).headers["ETag"] for u in urls}
-    storage.replace_series(stored, "XOM", walk(7), {"name": "Exxon", "source": "csv"})
+    storage.replace_series(
+        stored, "XOM", random_bars(YEAR_2016, 7, start_price=20), {"name": "Exxon", "source": "csv"}
+    )
     for url in urls:
         resp = client.get(url, headers={"If-None-Match": old[url]})
         assert resp.status_code == 200, url

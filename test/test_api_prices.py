@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SP500_DIR, business_days, needs_shared
+from conftest import SP500_DIR, business_days, needs_shared, random_bars
 
 from stocks import storage
 from stocks.api.app import create_app
@@ -19,25 +19,10 @@ from stocks.config import Settings
 from stocks.resample import resample
 
 
-def make_series(start="2013-02-08", end="2018-02-07", seed=3, adj=False) -> np.ndarray:
-    days = business_days(start, end)
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
-    return storage.make_bars(
-        days,
-        close * 0.995,
-        close * 1.01,
-        close * 0.98,
-        close,
-        rng.integers(1, 10**9, len(days)),
-        adj_close=close * 0.97 if adj else None,
-    )
-
-
 @pytest.fixture
 def loaded(r0):
     """AAPL (with holes), BRK.B (with adj_close) and XOM, as the loader would store them."""
-    aapl = make_series()
+    aapl = random_bars(business_days("2013-02-08", "2018-02-07"), 3, volume=(1, 10**9))
     aapl["open"][3] = np.nan
     aapl["volume"][4] = storage.MISSING_VOLUME
     aapl["close"][5] = 0.1 + 0.2
@@ -47,11 +32,11 @@ def loaded(r0):
         aapl,
         {"name": "Apple Inc.", "sector": "Information Technology", "source": "csv"},
     )
-    brk = make_series("2016-01-04", "2016-12-30", seed=4, adj=True)
+    brk = random_bars(business_days("2016-01-04", "2016-12-30"), 4, adj=True)
     storage.replace_series(
         r0, "BRK.B", brk, {"name": "Berkshire", "sector": "Financials", "source": "csv"}
     )
-    xom = make_series("2017-01-03", "2017-03-31", seed=5)
+    xom = random_bars(business_days("2017-01-03", "2017-03-31"), 5)
     storage.replace_series(
         r0, "XOM", xom, {"name": "Exxon", "sector": "Energy", "source": "synthetic"}
     )
@@ -62,11 +47,6 @@ def loaded(r0):
 def app(base_settings):
     """One app for the module: it holds no per-test state (answers carry data versions)."""
     return create_app(base_settings)
-
-
-@pytest.fixture
-def client(app, redis_url):
-    return app.test_client()
 
 
 def expected_rows(bars: np.ndarray, columns=("open", "high", "low", "close", "volume")) -> list:
@@ -98,7 +78,9 @@ def error_of(resp, status: int) -> dict:
 def test_health_and_ready_follow_the_data(client, r0):
     assert client.get("/health").get_json() == {"status": "ok"}
     assert error_of(client.get("/ready"), 503)["code"] == "no_data"
-    storage.replace_series(r0, "X", make_series("2017-01-02", "2017-01-31"), {"source": "csv"})
+    storage.replace_series(
+        r0, "X", random_bars(business_days("2017-01-02", "2017-01-31"), 3), {"source": "csv"}
+    )
     assert client.get("/ready").get_json() == {"status": "ready", "tickers": 1}
 
 
@@ -140,7 +122,7 @@ def test_tickers_csv(client, loaded):
 @pytest.fixture
 def named(r0):
     """Tickers whose symbols and names compete for the same searches."""
-    one = make_series("2017-01-02", "2017-01-31")
+    one = random_bars(business_days("2017-01-02", "2017-01-31"), 3)
     for sym, name, sector in [
         ("AAPL", "Apple Inc.", "Information Technology"),
         ("APA", "Apache Corporation", "Energy"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import business_days, stop_process, wait_for
+from conftest import business_days, random_bars, stop_process, wait_for
 
 from stocks import storage
 from stocks.redis_server import free_port
@@ -38,12 +38,7 @@ def get(port: int, path: str, method: str = "GET", body: dict | None = None, hea
 
 @pytest.fixture
 def bars():
-    days = business_days("2016-01-04", "2017-12-29")
-    rng = np.random.default_rng(11)
-    close = 40 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
-    out = storage.make_bars(
-        days, close, close * 1.01, close * 0.99, close, rng.integers(1, 10**7, len(days))
-    )
+    out = random_bars(business_days("2016-01-04", "2017-12-29"), 11, start_price=40)
     out["open"][2] = np.nan
     return out
 

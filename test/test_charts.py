@@ -9,32 +9,14 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import SP500_DIR, needs_shared
+from conftest import SP500_DIR, business_days, needs_shared, random_bars, store, weekdays
 from PIL import Image
 
 from stocks import storage
 from stocks.worker import chart_data, charts
 from stocks.worker.chart_data import ChartDataError, draw_job
 
-START = dt.date(2020, 1, 1)
-
-
-def business_days(n: int, start: dt.date = START) -> np.ndarray:
-    return np.busday_offset(np.datetime64(start, "D"), np.arange(n), roll="forward")
-
-
-def synthetic_bars(n: int, seed: int, start: dt.date = START) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * (1 + rng.normal(0, 0.005, n))
-    high = np.maximum(open_, close) * 1.01
-    low = np.minimum(open_, close) * 0.99
-    volume = rng.integers(1_000_000, 5_000_000, n)
-    return storage.make_bars(business_days(n, start), open_, high, low, close, volume)
-
-
-def store(r0, symbol: str, bars: np.ndarray) -> None:
-    storage.replace_series(r0, symbol, bars, {"name": symbol, "sector": None, "source": "test"})
+START = "2020-01-01"
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -53,7 +35,7 @@ def svg_size(data: bytes) -> tuple[str, str]:
 def loaded(r0):
     """Three tickers over 300 business days from 2020-01-01 (no ^GSPC)."""
     for i, sym in enumerate(("AAA", "BBB", "CCC")):
-        store(r0, sym, synthetic_bars(300, seed=i))
+        store(r0, sym, random_bars(300, i, start=START))
     return r0
 
 
@@ -131,8 +113,8 @@ def test_no_data_in_range(r0, loaded):
 
 
 def test_compare_without_shared_dates(r0):
-    store(r0, "OLD", synthetic_bars(20, 1, dt.date(2019, 1, 1)))
-    store(r0, "NEW", synthetic_bars(20, 2, dt.date(2021, 1, 1)))
+    store(r0, "OLD", random_bars(20, 1, start="2019-01-01"))
+    store(r0, "NEW", random_bars(20, 2, start="2021-01-01"))
     with pytest.raises(ChartDataError, match="share no trading dates"):
         draw_job(r0, "compare", {"symbols": ["OLD", "NEW"]})
 
@@ -147,7 +129,7 @@ def test_bad_kind_count_and_dates_are_deterministic(r0, loaded):
 
 
 def test_missing_cells_do_not_crash(r0):
-    bars = synthetic_bars(120, 7).copy()
+    bars = random_bars(120, 7, start=START).copy()
     bars["open"][[0, 5, 6, 50]] = np.nan
     bars["high"][[5, 60]] = np.nan
     bars["low"][[6, 61]] = np.nan
@@ -198,7 +180,7 @@ def test_candlestick_moving_average_uses_history_before_range(r0, loaded, monkey
 def test_benchmark_uses_gspc_when_loaded(r0, loaded):
     label, _, _ = chart_data.benchmark_reference(loaded, "AAA")
     assert label == "Equal-weight index of 3 loaded tickers"
-    store(loaded, "^GSPC", synthetic_bars(300, 99))
+    store(loaded, "^GSPC", random_bars(300, 99, start=START))
     label, days, values = chart_data.benchmark_reference(loaded, "AAA")
     assert label == "S&P 500 (^GSPC)"
     assert np.array_equal(values, storage.read_bars(loaded, "^GSPC")["close"])
@@ -214,7 +196,7 @@ def test_benchmark_equal_weight_label_in_chart(r0, loaded):
 
 def test_equal_weight_cache_follows_data_versions(loaded):
     _, _, before = chart_data.benchmark_reference(loaded, "AAA")
-    store(loaded, "BBB", synthetic_bars(300, 42))  # new version of one member
+    store(loaded, "BBB", random_bars(300, 42, start=START))  # new version of one member
     _, _, after = chart_data.benchmark_reference(loaded, "AAA")
     full = [storage.read_bars(loaded, s) for s in ("AAA", "BBB", "CCC")]
     _, expected = reference_equal_weight([(b["date"], b["close"]) for b in full])
@@ -295,7 +277,7 @@ def test_png_encoder_round_trips_pixels():
 
 
 def test_chart_functions_accept_datetime64_dates():
-    dates = business_days(30)
+    dates = weekdays(30, START)
     close = np.linspace(10, 20, 30)
     png = charts.line_chart([("X", dates, close)], title="t", width=300, height=200)
     assert png_size(png) == (300, 200)
@@ -307,7 +289,7 @@ def test_chart_functions_accept_datetime64_dates():
 
 def test_reused_canvas_leaks_nothing_between_charts():
     """Canvases are reused per size: a chart drawn again comes out byte-identical."""
-    dates = business_days(60)
+    dates = weekdays(60, START)
     a = np.linspace(10, 20, 60)
 
     def first():
@@ -337,7 +319,7 @@ def test_candlestick_range_before_any_data(r0, loaded):
 
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_very_short_ranges_render(r0, n):
-    store(r0, "FEW", synthetic_bars(n, 5))
+    store(r0, "FEW", random_bars(n, 5, start=START))
     for kind in ("line", "candlestick"):
         image, _ = draw_job(r0, kind, {"symbols": ["FEW"], "options": {"moving_averages": [3]}})
         assert png_size(image) == (1200, 700)
@@ -384,7 +366,7 @@ def test_default_title_says_when_prices_are_synthetic(r0, monkeypatch):
         return real_line_chart(series, title=title, **kwargs)
 
     monkeypatch.setattr(charts, "line_chart", spy)
-    bars = synthetic_series_for_title_test()
+    bars = random_bars(business_days("2017-01-02", "2017-02-28"))
     storage.replace_series(r, "REAL", bars, {"source": "csv"})
     storage.replace_series(r, "FAKE", bars, {"source": "synthetic"})
     chart_data.draw_job(r0, "line", {"symbols": ["REAL"], "options": {"width": 300, "height": 200}})
@@ -396,27 +378,20 @@ def test_default_title_says_when_prices_are_synthetic(r0, monkeypatch):
     assert titles[2] == "Mine"
 
 
-def synthetic_series_for_title_test() -> np.ndarray:
-    days = np.arange(np.datetime64("2017-01-02"), np.datetime64("2017-03-01"))
-    days = days[np.is_busday(days)]
-    close = np.linspace(10, 20, len(days))
-    return storage.make_bars(days, close, close + 1, close - 1, close, np.full(len(days), 100))
-
-
 # --- prepared figures: reuse must not change or leak anything --------------------------
 
 
 def candle_a() -> bytes:
-    dates = business_days(200)
-    close = 50 + np.cumsum(np.random.default_rng(1).normal(0, 1, 200))
+    bars = random_bars(200, 1, start=START, start_price=50)
+    close = bars["close"]
     averages = [("MA 5", chart_data.moving_average(close, 5)), ("MA 20", close * 0.99)]
     return charts.candlestick_chart(
-        dates,
-        close - 0.5,
-        close + 1,
-        close - 1,
+        bars["date"].astype("datetime64[D]"),
+        bars["open"],
+        bars["high"],
+        bars["low"],
         close,
-        np.abs(close) * 1e4,
+        bars["volume"],
         averages,
         title="A candles",
         width=600,
@@ -426,7 +401,7 @@ def candle_a() -> bytes:
 
 def candle_b() -> bytes:
     """Another range, price scale and title; no moving averages (so no legend)."""
-    dates = business_days(40, dt.date(2015, 3, 2))
+    dates = weekdays(40, "2015-03-02")
     close = np.linspace(900, 1200, 40)
     return charts.candlestick_chart(
         dates,
@@ -442,7 +417,7 @@ def candle_b() -> bytes:
 
 
 def line_a() -> bytes:
-    dates = business_days(300)
+    dates = weekdays(300, START)
     return charts.line_chart(
         [("A", dates, np.linspace(10, 30, 300))], title="A line", width=600, height=400
     )
@@ -450,7 +425,7 @@ def line_a() -> bytes:
 
 def line_b() -> bytes:
     """Several series (a legend), a zero line, another y label and range."""
-    dates = business_days(80, dt.date(2019, 6, 3))
+    dates = weekdays(80, "2019-06-03")
     series = [(f"S{i}", dates, np.sin(np.arange(80) / (5 + i)) * 40) for i in range(3)]
     return charts.line_chart(
         series, title="B line", ylabel="Change (%)", zero_line=True, width=600, height=400
@@ -477,7 +452,7 @@ def test_prepared_figure_reuse_is_identical_and_leaks_nothing(render_a, render_b
 def test_prepared_figures_stay_bounded_and_keep_no_old_artists():
     charts.drop_prepared()
     for width in range(300, 300 + 10 * (charts.MAX_PREPARED + 3), 10):
-        charts.line_chart([("X", business_days(30), np.arange(30.0))], title="t", width=width)
+        charts.line_chart([("X", weekdays(30, START), np.arange(30.0))], title="t", width=width)
     assert len(charts._local.prepared) == charts.MAX_PREPARED
     for _ in range(5):
         candle_a()
@@ -549,7 +524,7 @@ def test_remembered_date_ticks_match_matplotlib(span_days):
 
 def test_svg_on_a_prepared_figure_leaves_png_unchanged():
     """savefig(svg) swaps the canvas for a moment: the next PNG must be the same."""
-    dates = business_days(50)
+    dates = weekdays(50, START)
     series = [("A", dates, np.linspace(1, 2, 50))]
 
     def draw(fmt: str) -> bytes:

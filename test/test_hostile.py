@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import redis
-from conftest import business_days, wait_for
+from conftest import business_days, random_bars, store, wait_for
 
 from stocks import storage
 from stocks.api.app import create_app
@@ -26,18 +26,19 @@ BAR = {"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1000}
 DEEP = "[" * 1000 + "]" * 1000
 
 
-def store(r0, symbol: str = "AAPL", start: str = "2017-01-02", end: str = "2017-12-29") -> None:
-    days = business_days(start, end)
-    close = np.linspace(100, 120, len(days))
-    bars = storage.make_bars(days, close, close + 1, close - 1, close, np.full(len(days), 10**6))
-    storage.replace_series(r0, symbol, bars, {"name": "Apple", "source": "test"})
+YEAR_2017 = business_days("2017-01-02", "2017-12-29")
 
 
 @pytest.fixture
-def client(settings, r0):
-    store(r0)
-    app = create_app(settings.replace(api_keys=(KEY,)), {"TESTING": True})
-    return app.test_client()
+def app(settings):
+    return create_app(settings.replace(api_keys=(KEY,)), {"TESTING": True})
+
+
+@pytest.fixture
+def client(client, r0):
+    """The conftest client, with AAPL stored."""
+    store(r0, "AAPL", random_bars(YEAR_2017))
+    return client
 
 
 def job(**changes) -> str:
@@ -122,8 +123,8 @@ def test_a_lost_series_is_a_503_and_ready_says_which(client, r0):
 
 
 def test_fair_use_limits_one_client_not_the_others(settings, r0):
-    store(r0)
-    store(r0, "MSFT")
+    store(r0, "AAPL", random_bars(YEAR_2017))
+    store(r0, "MSFT", random_bars(YEAR_2017, 1))
     app = create_app(settings.replace(compute_rate="5/minute"), {"TESTING": True})
     flood, other = app.test_client(), app.test_client()
     codes = [
@@ -145,7 +146,7 @@ def test_a_paused_redis_answers_503_fast_and_recovers_by_itself(tmp_path):
     server = RedisServer(tmp_path / "redis", appendonly=False).start()
     try:
         settings = Settings(redis_url=server.url, redis_timeout=0.5)
-        store(settings.redis(0))
+        store(settings.redis(0), "AAPL", random_bars(YEAR_2017))
         client = create_app(settings, {"TESTING": True}).test_client()
         assert client.get("/tickers/AAPL/prices").status_code == 200
         server.process.send_signal(signal.SIGSTOP)
@@ -172,7 +173,7 @@ def test_a_full_redis_refuses_jobs_with_507_and_keeps_serving_prices(tmp_path):
     server = RedisServer(tmp_path / "redis", appendonly=False, maxmemory_mb=20).start()
     try:
         settings = Settings(redis_url=server.url)
-        store(settings.redis(0))
+        store(settings.redis(0), "AAPL", random_bars(YEAR_2017))
         client = create_app(settings, {"TESTING": True}).test_client()
         filler = redis.Redis.from_url(server.url, db=5)
         with pytest.raises(redis.exceptions.OutOfMemoryError):
@@ -198,8 +199,8 @@ def test_a_small_redis_holds_prices_and_every_job_ends_with_images_within_budget
     try:
         settings = Settings(redis_url=server.url, image_budget_mb=1.0)
         r0 = settings.redis(0)
-        for symbol in ("AAPL", "MSFT"):
-            store(r0, symbol, "2013-01-02", "2017-12-29")
+        for seed, symbol in enumerate(("AAPL", "MSFT")):
+            store(r0, symbol, random_bars(business_days("2013-01-02", "2017-12-29"), seed))
         before = {s: storage.read_series(r0, s)[1].tobytes() for s in ("AAPL", "MSFT")}
         env = {**env_with_redis(server.url), "STOCKS_IMAGE_BUDGET_MB": "1"}
         worker = subprocess.Popen(

@@ -5,22 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import numpy as np
 import pytest
+from conftest import business_days, random_bars, store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stocks import jobs, storage
+from stocks import jobs
 from stocks.api.app import MAX_BODY_BYTES, create_app
 
-
-def load(r0, symbol: str, days: int = 300, start: dt.date = dt.date(2017, 1, 2)) -> None:
-    dates = [start + dt.timedelta(days=i) for i in range(days)]
-    close = 100 + np.cumsum(np.random.default_rng(len(symbol)).normal(0, 1, days))
-    bars = storage.make_bars(dates, close, close + 1, close - 1, close, [1000] * days)
-    storage.replace_series(r0, symbol, bars, {"source": "synthetic"})
-
-
+YEAR_2017 = business_days("2017-01-02", "2017-12-29")
 KEY = "job-test-key"
 
 
@@ -30,17 +23,16 @@ def app(settings):
 
 
 @pytest.fixture
-def client(app):
+def client(client):
     """Every request carries the key, so the jobs it makes are the ones it lists."""
-    client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {KEY}"
     return client
 
 
 @pytest.fixture(autouse=True)
 def stored(r0):
-    for sym in ("AAPL", "MSFT", "BRK.B", "^GSPC"):
-        load(r0, sym)
+    for seed, sym in enumerate(("AAPL", "MSFT", "BRK.B", "^GSPC")):
+        store(r0, sym, random_bars(YEAR_2017, seed), source="synthetic")
 
 
 def post(client, body, **kw):
@@ -255,7 +247,9 @@ def test_identical_request_reuses_the_image_until_the_data_changes(client, r0, s
     assert client.delete(f"/jobs/{first}").status_code == 204
     assert client.get(f"/jobs/{second}/image").data == b"PNG1"
 
-    load(r0, "^GSPC", days=301)  # the index changed: a benchmark must be drawn again
+    store(
+        r0, "^GSPC", random_bars(YEAR_2017, 99), source="synthetic"
+    )  # the index changed: a benchmark must be drawn again
     third = post(client, body).get_json()["id"]
     job = queue.get(timeout=0.5)
     assert job is not None and job.id == third

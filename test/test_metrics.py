@@ -9,9 +9,8 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import random_bars, wait_for
 from obs_stack import http_call, load_series, start_api, start_worker, stop
 
 from stocks import jobs, storage
@@ -25,8 +24,7 @@ def metric(text: str, name: str) -> float:
 
 
 def test_metrics_follow_the_data_and_the_queue(r0, client, settings):
-    days = np.arange(np.datetime64("2017-01-02"), np.datetime64("2017-01-07"))
-    storage.replace_series(r0, "AAPL", storage.make_bars(days, *[[1.0] * 5] * 4, [1] * 5), {})
+    storage.replace_series(r0, "AAPL", random_bars(5, start="2017-01-02"), {})
 
     queue = jobs.JobQueue(settings, "metrics-worker")
     for _ in range(3):

@@ -9,9 +9,9 @@ stays part of ``make test``.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import schemathesis
+from conftest import random_bars
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -82,18 +82,7 @@ def flatmap_query(context, query):
     return st.one_of(st.just(query["symbols"]), lists).map(lambda s: {**query, "symbols": s})
 
 
-def series(seed: int, n: int = 300, empty: bool = False) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    days = np.arange(np.datetime64("2016-01-01"), np.datetime64("2017-12-31"))
-    days = days[np.is_busday(days)][:n]
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
-    high, low = close * 1.01, close * 0.99
-    open_ = close.copy()
-    volume = rng.integers(1, 10_000, len(days)).astype(float)
-    if empty:
-        for col in (open_, high, low, volume):
-            col[::17] = np.nan
-    return storage.make_bars(days, open_, high, low, close, volume)
+HOLES = ("open", "high", "low", "volume")  # MSFT's empty cells
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +96,9 @@ def stored(r0, base_settings):
     current.app = create_app(settings, {"TESTING": True})
     meta = {"name": "Test", "sector": "Information Technology", "source": "test"}
     for i, sym in enumerate(STORED):
-        storage.replace_series(r0, sym, series(i, empty=(sym == "MSFT")), meta)
+        empty = 0.06 if sym == "MSFT" else 0.0
+        bars = random_bars(300, i, volume=(1, 10_000), empty=empty, empty_columns=HOLES)
+        storage.replace_series(r0, sym, bars, meta)
 
 
 @schema.parametrize()

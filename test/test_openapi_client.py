@@ -21,10 +21,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
-from conftest import business_days, stop_process, wait_for
+from conftest import business_days, random_bars, stop_process, wait_for
 
 from stocks import storage
 from stocks.redis_server import free_port
@@ -42,13 +41,7 @@ post_hooks: []
 """
 
 
-def walk(seed: int) -> np.ndarray:
-    days = business_days("2016-01-04", "2017-12-29")
-    rng = np.random.default_rng(seed)
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
-    return storage.make_bars(
-        days, close, close * 1.01, close * 0.99, close, rng.integers(1, 10**6, len(days))
-    )
+DAYS = business_days("2016-01-04", "2017-12-29")
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -75,7 +68,9 @@ def server(redis_server):
     r.flushall()
     for i, (sym, name) in enumerate([("AAPL", "Apple Inc."), ("MSFT", "Microsoft Corp.")]):
         meta = {"name": name, "sector": "Information Technology", "source": "test"}
-        storage.replace_series(r, sym, walk(i), meta)
+        storage.replace_series(
+            r, sym, random_bars(business_days("2016-01-04", "2017-12-29"), i, start_price=50), meta
+        )
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_server.url, "STOCKS_API_KEYS": KEY}
     procs = [

@@ -17,10 +17,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
-from conftest import SP500_DIR, business_days
+from conftest import SP500_DIR, business_days, random_bars
 from test_api_server import start_server, stop_server
 
 from stocks import storage
@@ -88,7 +87,8 @@ def stack(tmp_path_factory):
     procs: list[subprocess.Popen] = []
     try:
         load_prices(db_server.url)
-        port, server = start_server(db_server.url)
+        # a test clicks faster than a person: fair use is tested in test_hostile.py
+        port, server = start_server(db_server.url, STOCKS_COMPUTE_RATE="100000/second")
         procs.append(server)
         with open(workdir / "worker.log", "wb") as log:
             procs.append(
@@ -389,9 +389,7 @@ def test_phone_width_sector_filter_other_kinds_and_plain_errors(open_page, stack
 
 
 def test_names_from_the_data_are_shown_as_text_never_run(open_page, stack):
-    days = business_days("2017-01-02", "2017-03-31")
-    close = np.linspace(10, 20, len(days))
-    bars = storage.make_bars(days, close, close, close, close, np.full(len(days), 1000))
+    bars = random_bars(business_days("2017-01-02", "2017-03-31"), start_price=15)
     name = '<img src=x onerror="document.title=1">Evil & Co.'
     meta = {"name": name, "sector": "<b>Hacks</b>", "source": "csv"}
     storage.replace_series(redis.Redis.from_url(stack.redis_url), "EVIL", bars, meta)

@@ -7,31 +7,11 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SP500_DIR, business_days, needs_shared
+from conftest import SP500_DIR, business_days, needs_shared, random_bars
 
 from stocks import storage
 from stocks.api.models import Interval
 from stocks.resample import INTERVALS, resample
-
-
-def random_bars(days: np.ndarray, seed: int = 7, holes: bool = True) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = len(days)
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-    bars = storage.make_bars(
-        days,
-        close * rng.uniform(0.98, 1.02, n),
-        close * 1.03,
-        close * 0.97,
-        close,
-        rng.integers(0, 10**8, n),
-        adj_close=close * 0.9,
-    )
-    if holes:
-        for col in ("open", "high", "low", "close", "adj_close"):
-            bars[col][rng.choice(n, n // 15, replace=False)] = np.nan
-        bars["volume"][rng.choice(n, n // 15, replace=False)] = storage.MISSING_VOLUME
-    return bars
 
 
 def reference(bars: np.ndarray, interval: str) -> pd.DataFrame:
@@ -77,7 +57,7 @@ def assert_same(got: np.ndarray, ref: pd.DataFrame) -> None:
 def test_matches_pandas_groupby_with_holes_and_gaps(interval):
     days = business_days("2013-02-08", "2018-02-07")
     days = np.delete(days, np.s_[100:130])  # a month-long gap
-    bars = random_bars(days)
+    bars = random_bars(days, 7, start_price=50, step=0.02, adj=True, empty=1 / 15)
     assert_same(resample(bars, interval), reference(bars, interval))
 
 
@@ -113,7 +93,7 @@ def test_iso_week_spans_new_year_and_is_labelled_with_first_trading_day():
 
 def test_quarters_start_in_january_april_july_october():
     days = business_days("2016-02-15", "2017-01-31")
-    quarters = resample(random_bars(days, holes=False), "3mo")
+    quarters = resample(random_bars(days, 7, adj=True), "3mo")
     assert storage.days_to_iso(quarters["date"]) == [
         "2016-02-15",
         "2016-04-01",
@@ -141,7 +121,7 @@ def test_first_open_skips_missing_and_all_missing_stays_missing():
 
 
 def test_daily_and_empty_are_unchanged():
-    bars = random_bars(business_days("2017-01-02", "2017-02-01"), holes=False)
+    bars = random_bars(business_days("2017-01-02", "2017-02-01"), 7, adj=True)
     assert resample(bars, "1d") is bars
     assert len(resample(bars[:0], "1wk")) == 0
     with pytest.raises(ValueError):

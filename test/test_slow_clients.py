@@ -13,12 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import business_days, wait_for
+from conftest import business_days, random_bars, store, wait_for
 from test_api_server import get, start_server, stop_server
-
-from stocks import storage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ sits beside src/
 from bench.httpload import SLOW_KINDS, SlowClients  # noqa: E402
@@ -35,10 +32,7 @@ def slow_server(redis_server):
 
 
 def test_normal_gets_answer_while_slow_sockets_hold_on(slow_server, r0):
-    days = business_days("2017-01-02", "2017-12-29")
-    close = np.linspace(100, 120, len(days))
-    bars = storage.make_bars(days, close, close + 1, close - 1, close, np.full(len(days), 1000))
-    storage.replace_series(r0, "AAPL", bars, {"name": "Apple", "source": "csv"})
+    store(r0, "AAPL", random_bars(business_days("2017-01-02", "2017-12-29")), name="Apple")
     port = slow_server
     with SlowClients(f"http://127.0.0.1:{port}", SLOW, interval=0.5) as slow:
         time.sleep(0.7)  # every kind is in place, the trickling ones have sent more

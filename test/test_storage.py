@@ -7,22 +7,15 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import business_days
+from conftest import business_days, random_bars
 
 from stocks import storage
 
-
-def series(start: str = "2013-02-08", end: str = "2018-02-07", seed: int = 1) -> np.ndarray:
-    days = business_days(start, end)
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days))))
-    return storage.make_bars(
-        days, close * 0.99, close * 1.01, close * 0.98, close, rng.integers(1, 10**9, len(days))
-    )
+SPAN = business_days("2013-02-08", "2018-02-07")
 
 
 def test_roundtrip_is_exact_and_missing_cells_are_null(r0):
-    bars = series()
+    bars = random_bars(SPAN, 1)
     bars["open"][3] = np.nan
     bars["volume"][5] = storage.MISSING_VOLUME
     bars["close"][7] = 0.1 + 0.2  # not representable in float32 or with rounding
@@ -39,7 +32,7 @@ def test_roundtrip_is_exact_and_missing_cells_are_null(r0):
 
 
 def test_range_cut_is_inclusive_and_reads_only_touched_years(r0):
-    bars = series()
+    bars = random_bars(SPAN, 1)
     storage.replace_series(r0, "X", bars, {"source": "csv"})
     _, got = storage.read_series(r0, "X", dt.date(2014, 12, 31), dt.date(2015, 1, 2))
     assert storage.days_to_iso(got["date"]) == ["2014-12-31", "2015-01-01", "2015-01-02"]
@@ -54,7 +47,7 @@ def test_memory_per_row_is_close_to_raw_size(r0):
     before = r0.info("memory")["used_memory"]
     total = 0
     for i in range(20):
-        bars = series(seed=i)
+        bars = random_bars(SPAN, i)
         total += len(bars)
         storage.replace_series(r0, f"T{i}", bars, {"source": "csv"})
     per_row = (r0.info("memory")["used_memory"] - before) / total
@@ -62,7 +55,7 @@ def test_memory_per_row_is_close_to_raw_size(r0):
 
 
 def test_symbols_resolve_case_insensitively_and_share_class_dash(r0):
-    storage.replace_series(r0, "BRK.B", series(), {"source": "csv"})
+    storage.replace_series(r0, "BRK.B", random_bars(SPAN, 1), {"source": "csv"})
     assert storage.resolve_symbol(r0, "brk.b") == "BRK.B"
     assert storage.resolve_symbol(r0, "BRK-B") == "BRK.B"
     assert storage.resolve_symbol(r0, "BRK") is None
@@ -79,8 +72,8 @@ def test_canonical_symbol_is_upper_case_with_a_share_class_dot():
 
 
 def test_resolve_symbols_answers_each_and_versions_every_spelling_tried(r0):
-    brk = storage.replace_series(r0, "BRK.B", series(), {"source": "csv"})
-    aapl = storage.replace_series(r0, "AAPL", series(seed=2), {"source": "csv"})
+    brk = storage.replace_series(r0, "BRK.B", random_bars(SPAN, 1), {"source": "csv"})
+    aapl = storage.replace_series(r0, "AAPL", random_bars(SPAN, 2), {"source": "csv"})
     stored, found = storage.resolve_symbols(r0, ["brk-b", "aapl", "NOPE", "bad\x00sym", "AAPL"])
     assert stored == ["BRK.B", "AAPL", None, None, "AAPL"]
     assert found == {
@@ -94,8 +87,8 @@ def test_resolve_symbols_answers_each_and_versions_every_spelling_tried(r0):
 
 
 def test_resolve_prefers_the_spelling_as_typed(r0):
-    storage.replace_series(r0, "AB-C", series(), {"source": "csv"})
-    storage.replace_series(r0, "AB.C", series(seed=2), {"source": "csv"})
+    storage.replace_series(r0, "AB-C", random_bars(SPAN, 1), {"source": "csv"})
+    storage.replace_series(r0, "AB.C", random_bars(SPAN, 2), {"source": "csv"})
     assert storage.resolve_symbol(r0, "ab-c") == "AB-C"
     assert storage.resolve_symbol(r0, "ab.c") == "AB.C"
     storage.delete_series(r0, "AB-C")
@@ -121,7 +114,7 @@ def test_date_slice_is_inclusive_and_open_ended():
 
 
 def test_cut_takes_the_rows_date_slice_names():
-    bars = series()
+    bars = random_bars(SPAN, 1)
     start, end = dt.date(2014, 12, 31), dt.date(2015, 1, 2)
     got = storage.cut(bars, start, end)
     assert storage.days_to_iso(got["date"]) == ["2014-12-31", "2015-01-01", "2015-01-02"]
@@ -130,7 +123,7 @@ def test_cut_takes_the_rows_date_slice_names():
 
 def test_replace_is_atomic_for_readers(r0):
     """A reader never sees one load's meta with another's bars, nor a half-written series."""
-    old, new = series(seed=1), series(start="2015-01-01", seed=2)
+    old, new = random_bars(SPAN, 1), random_bars(business_days("2015-01-01", "2018-02-07"), 2)
     storage.replace_series(r0, "X", old, {"source": "old"})
     stop = threading.Event()
     seen: list[tuple[str, int, float]] = []
@@ -157,7 +150,7 @@ def test_replace_is_atomic_for_readers(r0):
 
 
 def test_upsert_and_delete_keep_order_and_meta_true(r0):
-    bars = series(start="2016-01-04", end="2016-01-29")
+    bars = random_bars(business_days("2016-01-04", "2016-01-29"))
     storage.replace_series(r0, "X", bars, {"source": "csv"})
     version = storage.get_meta(r0, "X")["version"]
 
@@ -181,7 +174,7 @@ def test_upsert_and_delete_keep_order_and_meta_true(r0):
 
 
 def test_concurrent_upserts_lose_nothing(r0):
-    bars = series(start="2016-01-04", end="2016-01-08")
+    bars = random_bars(business_days("2016-01-04", "2016-01-08"))
     storage.replace_series(r0, "X", bars, {"source": "csv"})
     new_days = business_days("2016-02-01", "2016-04-29")
 
@@ -201,7 +194,7 @@ def test_concurrent_upserts_lose_nothing(r0):
 
 
 def test_replace_refuses_unsorted_or_duplicate_dates(r0):
-    bars = series(start="2016-01-04", end="2016-01-08")
+    bars = random_bars(business_days("2016-01-04", "2016-01-08"))
     storage.replace_series(r0, "X", bars, {"source": "csv"})
     broken = bars.copy()
     broken["date"][2] = broken["date"][1]
@@ -211,8 +204,10 @@ def test_replace_refuses_unsorted_or_duplicate_dates(r0):
 
 
 def test_read_many_matches_read_series_and_skips_absent(r0):
-    storage.replace_series(r0, "A", series(seed=1), {"source": "csv"})
-    storage.replace_series(r0, "B", series(start="2016-01-04", seed=2), {"source": "csv"})
+    storage.replace_series(r0, "A", random_bars(SPAN, 1), {"source": "csv"})
+    storage.replace_series(
+        r0, "B", random_bars(business_days("2016-01-04", "2018-02-07"), 2), {"source": "csv"}
+    )
     start, end = dt.date(2015, 6, 1), dt.date(2016, 6, 30)
     many = storage.read_many(r0, ["A", "NOPE", "B"], start, end)
     assert list(many) == ["A", "B"]

@@ -6,30 +6,26 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from conftest import business_days
+from conftest import business_days, random_bars
 
 from stocks import analytics as calc
 from stocks import storage
 
 
-def series(start: str, end: str, seed: int, gap: tuple[str, str] | None = None) -> np.ndarray:
-    days = business_days(start, end)
-    if gap is not None:
-        days = days[(days < np.datetime64(gap[0])) | (days > np.datetime64(gap[1]))]
-    rng = np.random.default_rng(seed)
-    close = 30 * np.exp(np.cumsum(rng.normal(0, 0.02, len(days))))
-    bars = storage.make_bars(days, close, close * 1.01, close * 0.99, close, np.arange(len(days)))
-    bars["close"][rng.choice(len(days), len(days) // 6, replace=False)] = np.nan
-    return bars
+def walk(days: np.ndarray, seed: int) -> np.ndarray:
+    """A sixth of the closes are missing."""
+    return random_bars(days, seed, start_price=30, step=0.02, empty=1 / 6, empty_columns=("close",))
 
 
 @pytest.fixture
 def market(r0):
+    gappy = business_days("2013-02-08", "2018-02-07")
+    gappy = gappy[(gappy < np.datetime64("2014-11-01")) | (gappy > np.datetime64("2016-02-10"))]
     stored = {
-        "A": series("2013-02-08", "2018-02-07", 1),
-        "B": series("2013-02-08", "2018-02-07", 2, gap=("2014-11-01", "2016-02-10")),
-        "C": series("2016-07-01", "2016-12-30", 3),  # short, one year only
-        "D": series("2015-12-31", "2016-01-05", 4),  # straddles a new year
+        "A": walk(business_days("2013-02-08", "2018-02-07"), 1),
+        "B": walk(gappy, 2),
+        "C": walk(business_days("2016-07-01", "2016-12-30"), 3),  # short, one year only
+        "D": walk(business_days("2015-12-31", "2016-01-05"), 4),  # straddles a new year
     }
     stored["D"]["close"][:] = [4.0, np.nan, np.nan, np.nan]  # only 2015-12-31 has a close
     for sym, bars in stored.items():

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import stop_process, wait_for
-from test_jobs_api import load
+from conftest import random_bars, stop_process, store, wait_for
 from worker_stub import FINISHED_KEY, RAN_KEY
 
 from stocks import jobs
@@ -69,8 +68,8 @@ FAST = {"STOCKS_WORKER_TIMEOUT": "1", "STOCKS_SHUTDOWN_GRACE": "10"}
 
 def test_every_kind_end_to_end_through_the_api_and_a_real_worker(r0, redis_url, spawn, jobq):
     queue = jobq
-    for sym in ("AAPL", "MSFT", "^GSPC"):
-        load(r0, sym, days=400)
+    for seed, sym in enumerate(("AAPL", "MSFT", "^GSPC")):
+        store(r0, sym, random_bars(400, seed, start="2017-01-02"), source="synthetic")
     client = create_app(jobq.settings, {"TESTING": True}).test_client()
     requests = {
         "line": {"symbols": ["AAPL", "MSFT"], "options": {"width": 640, "height": 480}},

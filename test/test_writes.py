@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import business_days
+from conftest import business_days, random_bars, store
 
 from stocks import storage
 from stocks.api.app import create_app
@@ -22,10 +22,7 @@ BAR = {"open": 10.5, "high": 11.25, "low": 10.0, "close": 11.0, "volume": 1234}
 def bars():
     days = business_days("2016-01-04", "2016-12-30")
     days = days[days != np.datetime64("2016-01-18")]  # a holiday: a weekday with no bar
-    n = len(days)
-    return storage.make_bars(
-        days, np.full(n, 5.0), np.full(n, 6.0), np.full(n, 4.0), np.full(n, 5.5), np.arange(n)
-    )
+    return random_bars(days)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +31,10 @@ def app(base_settings):
 
 
 @pytest.fixture
-def client(app, redis_url, r0, bars):
-    storage.replace_series(r0, "BRK.B", bars, {"name": "Berkshire", "source": "csv"})
-    return app.test_client()
+def client(client, r0, bars):
+    """The conftest client, with BRK.B stored."""
+    store(r0, "BRK.B", bars, name="Berkshire")
+    return client
 
 
 def error_of(resp, status: int) -> dict:
