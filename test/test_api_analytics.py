@@ -212,6 +212,8 @@ def test_indicator_csv(client, stored):
     assert float(last[1]) == json_rows[-1]["macd"]
     resp = client.get("/tickers/AAA/indicators/sma", headers={"Accept": "text/csv"})
     assert resp.mimetype == "text/csv"
+    twin = client.get("/tickers/AAA/indicators/macd.csv?end=2013-02-28")  # CSV-only route
+    assert twin.mimetype == "text/csv" and twin.get_data(as_text=True).splitlines() == lines
 
 
 def test_indicator_errors(client, stored):

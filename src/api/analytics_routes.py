@@ -43,7 +43,7 @@ from stocks.api.models import (
     Text,
     invalid,
 )
-from stocks.api.respond import json_response, list_response
+from stocks.api.respond import json_and_csv_routes, json_response, list_response
 
 MAX_COMPARE = 20
 MAX_WINDOW = 500
@@ -80,7 +80,7 @@ class IndicatorPath(SymbolPath):
 OptionalWindow = int | None
 
 
-class IndicatorQuery(DateRange, FormatQuery):
+class IndicatorParams(DateRange):
     window: OptionalWindow = Field(
         default=None, ge=2, le=MAX_WINDOW, description="sma/ema 20, rsi 14, bollinger 20"
     )
@@ -96,6 +96,10 @@ class IndicatorQuery(DateRange, FormatQuery):
     signal: OptionalWindow = Field(
         default=None, ge=2, le=MAX_WINDOW, description="macd signal EMA (9)"
     )
+
+
+class IndicatorQuery(IndicatorParams, FormatQuery):
+    pass
 
 
 class CompareQuery(DateRange):
@@ -393,14 +397,7 @@ def change_route(path: SymbolPath, query: ChangeQuery) -> Response:
     return remember(json_response({"symbol": series.symbol, **body}), depends)
 
 
-@bp.get(
-    "/tickers/<symbol>/indicators/<name>",
-    tags=[TAG_ANALYTICS],
-    summary="Technical indicator series (sma, ema, rsi, macd, bollinger)",
-    description=INDICATOR_DOC,
-    responses={200: IndicatorOut, **ERRORS},
-)
-def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
+def indicator_answer(path: IndicatorPath, query: IndicatorParams, csv: bool) -> Response:
     name = path.name.lower()
     if name not in calc.INDICATORS:
         known = sorted(calc.INDICATORS)
@@ -415,7 +412,23 @@ def indicator_route(path: IndicatorPath, query: IndicatorQuery) -> Response:
     rows = indicator_rows(series, name, params)[range_slice(series, query.start, query.end)]
     payload = {"symbol": series.symbol, "indicator": name, "params": params, "values": rows}
     columns = ["date", *calc.INDICATORS[name].columns]
-    return remember(list_response(payload, "values", columns, query.format), depends)
+    return remember(list_response(payload, "values", columns, "csv" if csv else "json"), depends)
+
+
+json_and_csv_routes(
+    bp,
+    "/tickers/<symbol>/indicators/<name>",
+    "indicator_route",
+    indicator_answer,
+    path=IndicatorPath,
+    query=IndicatorQuery,
+    csv_query=IndicatorParams,
+    model=IndicatorOut,
+    errors=ERRORS,
+    tags=[TAG_ANALYTICS],
+    summary="Technical indicator series (sma, ema, rsi, macd, bollinger)",
+    description=INDICATOR_DOC,
+)
 
 
 @bp.get(
