@@ -33,7 +33,7 @@ from bench.common import stop_process
 from bench.httpload import LoadResult, SlowClients, probe_latency, run_load
 from stocks import storage
 from stocks.api.server import default_workers
-from stocks.config import STOCKS_DB
+from stocks.keys import STOCKS_DB
 from stocks.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
