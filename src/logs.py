@@ -1,6 +1,6 @@
 """Log lines for every ``stocks`` process: one JSON object per event, or a readable line.
 
-JSON (python-json-logger) for machines: ``time``, ``level``, ``logger``, ``message`` and the
+JSON (orjson) for machines: ``time``, ``level``, ``logger``, ``message`` and the
 event's own fields (``extra=``), so a log pipeline can filter on ``request_id`` or
 ``job_id`` without parsing sentences. Text for a person at a terminal: the same fields as
 ``key=value`` after the message. ``STOCKS_LOG_FORMAT=auto`` (the default) picks text when
@@ -18,12 +18,12 @@ passed to a logger in the first place.
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import logging
 import re
 import sys
+import time
 
-from pythonjsonlogger.json import JsonFormatter
+import orjson
 
 from stocks.config import Settings
 
@@ -51,21 +51,37 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonLines(JsonFormatter):
-    def __init__(self) -> None:
-        super().__init__(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            json_ensure_ascii=False,
-        )
+class JsonLines(logging.Formatter):
+    """One JSON object per record: ``time`` (UTC, ms), ``level``, ``logger``, ``message``
+    and the fields passed with ``extra=``; an exception as ``exc_info`` text.
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        """UTC ISO 8601 with milliseconds: sortable, and unambiguous across hosts."""
-        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
-        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    Written with orjson rather than a JSON-logging library: every request logs a line,
+    and python-json-logger cost about 60 us of a 120 us cached answer (measured in
+    process); this costs a fraction of that.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        line = {
+            "time": _utc_ms(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                line[key] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        text = orjson.dumps(line, default=str).decode()
+        return redact(text) if "://" in text else text
+
+
+def _utc_ms(created: float) -> str:
+    """UTC ISO 8601 with milliseconds: sortable, and unambiguous across hosts."""
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created % 1 * 1000):03d}Z"
+    )
 
 
 class TextLines(logging.Formatter):
