@@ -159,7 +159,7 @@ def report(results: dict[str, dict[str, LoadResult]], source: str) -> str:
         "## Analytics API (stats, indicators, compare)",
         "",
         f"Data: 10 tickers ({', '.join(TICKERS)}), {source}. Server: `stocks serve` "
-        f"(gunicorn, default workers); load: {tool}, {DURATION:g} s per cell after a "
+        f"(granian, default workers); load: {tool}, {DURATION:g} s per cell after a "
         f"warm-up, paths cycling over the 10 tickers, {LIGHT} keep-alive connections "
         f"(and {CONNECTIONS} for the shipped server); wrk and the server share the cores.",
         "",
