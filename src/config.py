@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -122,15 +123,13 @@ def _parse(name: str, kind: str, raw: str):
 ENV_NAMES: dict[str, str] = {f.name: f.metadata["env"] for f in fields(Settings)}
 
 
-def mask_url(url: str) -> str:
-    """``url`` fit to print: a password in it becomes ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+# what stands between "scheme://user:" and "@" in a URL: its password
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
+
+
+def mask_url(text: str) -> str:
+    """``text`` fit to print or log: the password of any URL in it becomes ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def export_metrics_dir(path: str) -> None:

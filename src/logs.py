@@ -11,7 +11,7 @@ API's request middleware) joins every line logged while it runs, and ``JobQueue.
 stores it in the job record, so a job's lines in the worker carry it too.
 
 No secret in any line: a password inside a URL is masked in every formatted line
-(``redact``), whatever called the logger; Authorization headers and API keys are never
+(``config.mask_url``), whatever called the logger; Authorization headers and API keys are never
 passed to a logger in the first place.
 """
 
@@ -19,25 +19,17 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import sys
 import time
 
 import orjson
 
-from stocks.config import Settings
+from stocks.config import Settings, mask_url
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
-# user:password@ inside any scheme://... (redis://:pw@host, rediss://u:pw@host)
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
 # the attributes every LogRecord has: anything else was passed with extra=
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-
-
-def redact(text: str) -> str:
-    """``text`` with any password inside a URL replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -73,7 +65,7 @@ class JsonLines(logging.Formatter):
         if record.exc_info:
             line["exc_info"] = self.formatException(record.exc_info)
         text = orjson.dumps(line, default=str).decode()
-        return redact(text) if "://" in text else text
+        return mask_url(text) if "://" in text else text
 
 
 def _utc_ms(created: float) -> str:
@@ -96,7 +88,7 @@ class TextLines(logging.Formatter):
         if extra:
             first, newline, rest = line.partition("\n")
             line = f"{first} {' '.join(extra)}{newline}{rest}"
-        return redact(line)
+        return mask_url(line)
 
 
 def use_json(log_format: str, stream=None) -> bool:

@@ -34,7 +34,6 @@ from stocks.keys import (
     job_key,
     processing_key,
 )
-from stocks.logs import redact
 
 RECENT_SECONDS = 3600
 RECENT_SCAN_LIMIT = 20_000  # newest job ids read for "the last hour" (a bounded scan)
@@ -192,7 +191,7 @@ def main(settings: Settings, as_json: bool = False) -> int:
     except (redis.RedisError, OSError) as e:
         report = {
             "healthy": False,
-            "attention": [f"Redis at {mask_url(settings.redis_url)}: {redact(str(e))}"],
+            "attention": [f"Redis at {mask_url(settings.redis_url)}: {mask_url(str(e))}"],
         }
         if not as_json:
             print(f"ATTENTION: {report['attention'][0]}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from stocks.config import ENV_NAMES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = secrets.token_hex(8)  # made per run: no password is written in this file
 
 
 def readme_settings() -> set[str]:
@@ -40,7 +42,7 @@ def test_no_module_but_config_reads_the_environment():
 def test_from_env_parses_each_kind_and_empty_means_default():
     settings = Settings.from_env(
         {
-            "REDIS_URL": "redis://:secret@db:6380/0",
+            "REDIS_URL": f"redis://:{PASSWORD}@db:6380/0",
             "STOCKS_API_KEYS": " a, ,b ",
             "STOCKS_WORKER_TIMEOUT": "2.5",
             "STOCKS_MAX_ATTEMPTS": "5",
@@ -49,7 +51,7 @@ def test_from_env_parses_each_kind_and_empty_means_default():
             "STOCKS_BATCH_MAX": "",
         }
     )
-    assert settings.redis_url == "redis://:secret@db:6380/0"
+    assert settings.redis_url == f"redis://:{PASSWORD}@db:6380/0"
     assert settings.api_keys == ("a", "b")
     assert settings.worker_timeout == 2.5 and settings.max_attempts == 5
     assert settings.access_log is True and settings.data_dir == Path("/data")
@@ -59,9 +61,9 @@ def test_from_env_parses_each_kind_and_empty_means_default():
 
 def test_the_password_of_the_local_redis_is_found_when_redis_url_is_unset(tmp_path):
     kept = tmp_path / "redis.password"
-    kept.write_text("s3cret/+\n")
+    kept.write_text(f"{PASSWORD}/+\n")  # as written by stocks run, plus two URL specials
     assert Settings.from_env({}, local_password=kept).redis_url == (
-        "redis://:s3cret%2F%2B@127.0.0.1:6379"
+        f"redis://:{PASSWORD}%2F%2B@127.0.0.1:6379"
     )
     given = {"REDIS_URL": "redis://db:6379"}
     assert Settings.from_env(given, local_password=kept).redis_url == "redis://db:6379"

@@ -8,7 +8,6 @@ Reusable pieces for other route modules:
     SymbolPath      path ``{symbol}`` (resolve it with ``storage.resolve_symbol``)
     DateRange       query ``start``/``end`` (ISO dates, both optional, start <= end)
     FormatQuery     query ``format=json|csv`` (None: decided by the Accept header)
-    DateRangeQuery  DateRange + FormatQuery
     FieldsQuery     query ``fields=`` (a subset of the bar columns)
     CSV_ONLY        the 200 response of a ``.csv`` route (text/csv only)
     IsoDate         an annotated ``datetime.date`` that only accepts ``YYYY-MM-DD``
@@ -177,10 +176,6 @@ class FormatQuery(ApiModel):
     format: Literal["json", "csv"] | None = Field(
         default=None, description="json (default) or csv; Accept: text/csv also works"
     )
-
-
-class DateRangeQuery(DateRange, FormatQuery):
-    pass
 
 
 SEARCH_DOC = (
