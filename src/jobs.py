@@ -193,14 +193,18 @@ class JobQueue:
         self.max_attempts = settings.max_attempts
         self.batch_max = max(1, settings.batch_max)
         self.image_budget = int(settings.image_budget_mb * 1024 * 1024)
-        self.scripts = Scripts(lambda: settings.redis(QUEUE_DB, timeout=timeout))
+        self.scripts = Scripts(lambda: self.client(QUEUE_DB))
         self._last_reap = 0.0
         self._puts = 0
         self.on_heartbeat: Callable[[], None] | None = None  # after each beat that got through
 
     @property
     def redis(self) -> redis.Redis:
-        return self.settings.redis(QUEUE_DB, timeout=self.redis_timeout)
+        return self.client(QUEUE_DB)
+
+    def client(self, db: int) -> redis.Redis:
+        """This queue's client for ``db`` (the API's short timeout, or a worker's patience)."""
+        return self.settings.redis(db, timeout=self.redis_timeout)
 
     # producer side
 
@@ -251,7 +255,7 @@ class JobQueue:
             return "missing"
         outcome = _text(self.scripts.run("cancel_or_delete", job_id, self.ttl))
         if outcome == "cancelled":
-            jobs_db = self.settings.redis(JOBS_DB, timeout=self.redis_timeout)
+            jobs_db = self.client(JOBS_DB)
             kind = _text(jobs_db.hget(job_key(job_id), "kind")) or "unknown"
             metrics.families().kind(kind).jobs_cancelled.inc()
             log.info(
@@ -266,7 +270,7 @@ class JobQueue:
     def get_job(self, job_id: str) -> JobRecord | None:
         if not is_job_id(job_id):
             return None
-        raw = self.settings.redis(JOBS_DB, timeout=self.redis_timeout).hgetall(job_key(job_id))
+        raw = self.client(JOBS_DB).hgetall(job_key(job_id))
         return decode_record(raw) if raw else None
 
     def list_jobs(
@@ -283,7 +287,7 @@ class JobQueue:
         what it found with a cursor to go on from, so one request stays cheap. Index entries
         whose record has expired are dropped as they are met.
         """
-        r = self.settings.redis(JOBS_DB, timeout=self.redis_timeout)
+        r = self.client(JOBS_DB)
         index = ALL_JOBS_KEY if owner is None else owner_jobs_key(owner)
         upper = f"({cursor}" if cursor else "+"
         out: list[JobRecord] = []
@@ -319,7 +323,7 @@ class JobQueue:
         """The image bytes of a finished job (its content type is in the record)."""
         if not is_job_id(job_id):
             return None
-        return self.settings.redis(IMAGES_DB, timeout=self.redis_timeout).get(image_key(job_id))
+        return self.client(IMAGES_DB).get(image_key(job_id))
 
     def stats(self) -> dict[str, int]:
         """Waiting jobs, jobs held by workers, and workers heard from within the timeout."""
