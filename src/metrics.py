@@ -60,10 +60,26 @@ class Families:
     cache_misses: Counter
     jobs: JobMetrics
     _by_kind: dict[str, JobMetrics] = field(default_factory=dict, repr=False, compare=False)
+    _by_request: dict[tuple, tuple[Counter, Histogram]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def all(self) -> list:
         return [self.requests, self.request_seconds, self.cache_hits, self.cache_misses,
                 *self.jobs]  # fmt: skip
+
+    def request(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+        """The request counter and latency children of one answer's labels, looked up once
+        (the labels are bounded: known methods, route templates, status codes)."""
+        key = (method, route, status)
+        found = self._by_request.get(key)
+        if found is None:
+            found = (
+                self.requests.labels(method, route, str(status)),
+                self.request_seconds.labels(route),
+            )
+            self._by_request[key] = found
+        return found
 
     def kind(self, kind: str) -> JobMetrics:
         """The job metrics of one ``kind``, looked up once (``labels()`` costs ~1 us a call,

@@ -183,3 +183,11 @@ def test_counts_are_summed_across_server_and_worker_processes(tmp_path, r0, redi
     finally:
         stop(worker)
         stop(api)
+
+
+def test_a_made_up_method_cannot_grow_the_request_labels(client):
+    for method in ("FOOBAR", "XYZZY"):
+        assert client.open("/tickers", method=method).status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'method="OTHER"' in text
+    assert "FOOBAR" not in text and "XYZZY" not in text

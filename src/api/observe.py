@@ -33,6 +33,8 @@ HEADER = "X-Request-ID"
 ENVIRON_KEY = "stocks.request_id"
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 UNMATCHED = "<unmatched>"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+OTHER_METHOD = "OTHER"  # so that made-up methods cannot grow the label set
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -85,8 +87,10 @@ class RequestObserver:
         route = self.route(environ)
         method = environ.get("REQUEST_METHOD", "")
         fam = metrics.families()
-        fam.requests.labels(method, route, str(status)).inc()
-        fam.request_seconds.labels(route).observe(seconds)
+        label = method if method in METHODS else OTHER_METHOD  # a client picks the method
+        count, duration = fam.request(label, route, status)
+        count.inc()
+        duration.observe(seconds)
         outcome = environ.get(CACHE_OUTCOME)
         if outcome == "hit":
             fam.cache_hits.inc()
