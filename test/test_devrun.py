@@ -8,6 +8,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -58,6 +59,9 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
         text=True,
         start_new_session=True,
     )
+    lines: list[str] = []  # read as they come: a full pipe would block the children
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         wait_for(lambda: ready(base), 90, "/ready")
         assert ping(redis_url)  # the password in REDIS_URL is the one it set
@@ -81,9 +85,13 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
         with urllib.request.urlopen(base + job["links"]["image"], timeout=5) as resp:
             assert resp.headers["Content-Type"] == "image/png"
             assert resp.read(8) == b"\x89PNG\r\n\x1a\n"
+        # it says so too (its own /health poll may come a moment after ours)
+        wait_for(lambda: any(f"API ready at {base}" in line for line in lines), 30, "API ready")
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
-        output, _ = proc.communicate(timeout=90)
+        proc.wait(timeout=90)
+        reader.join(timeout=10)
+    output = "".join(lines)
 
     assert proc.returncode == 0, output
     assert f"API ready at {base}" in output
