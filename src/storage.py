@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import redis
 
-from stocks.keys import SYMBOLS_KEY, bars_key, lock_key, meta_key
+from stocks.keys import META_PREFIX, SYMBOLS_KEY, bars_key, lock_key, meta_key
 
 BAR_DTYPE = np.dtype(
     [
@@ -691,6 +691,17 @@ def members_digest(symbols: Iterable[str]) -> str:
     """A short fingerprint of a set of symbols (order does not matter)."""
     joined = "\n".join(sorted(symbols)).encode()
     return hashlib.blake2b(joined, digest_size=12).hexdigest()
+
+
+# Every key a dependency version is read from starts with one of these (version_watch).
+VERSION_KEY_PREFIXES = (META_PREFIX, SYMBOLS_KEY)
+
+
+def dependency_name(key: str) -> str | None:
+    """The dependency name whose version ``key`` holds (inverse of the reads below)."""
+    if key == SYMBOLS_KEY:
+        return ALL_SYMBOLS
+    return key.removeprefix(META_PREFIX) if key.startswith(META_PREFIX) else None
 
 
 def dependency_versions(r: redis.Redis, names: Iterable[str]) -> dict[str, str | None]:

@@ -1,11 +1,11 @@
 """The encoded-answer cache and conditional GETs: a repeat answered before Flask.
 
 Answers are kept encoded in a per-process LRU keyed by the raw request, with the data
-versions they were built from. A WSGI middleware in front of Flask serves a repeat after
-one Redis round trip that re-reads those versions (``storage.dependency_versions``); any
-write or reload gives the symbol a new version, so a stale answer is never served, in
-any worker. A miss goes through Flask, and the view calls ``remember`` with what its
-answer depends on.
+versions they were built from. A WSGI middleware in front of Flask serves a repeat while
+those versions are still current (``stocks.version_watch``: known from Redis's change
+notices, or re-read by a round trip when the watch is not trusted); any write or reload
+gives the symbol a new version, so a stale answer is never served, in any worker. A miss
+goes through Flask, and the view calls ``remember`` with what its answer depends on.
 
 ETags: the tag of an answer is a digest of the request (path, query, Accept) and the
 versions it depends on, so it changes the moment a write or load changes one of them,
@@ -26,10 +26,10 @@ import hashlib
 import redis
 from flask import Flask, Response, current_app, request
 
-from stocks import storage
 from stocks.api import context
 from stocks.api.hygiene import NOSNIFF
 from stocks.api.lru import LockedLRU
+from stocks.version_watch import VersionWatch
 
 EXTENSION = "answer_cache"
 CACHE_CONTROL = "no-cache"
@@ -102,18 +102,18 @@ def tag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 class CachedAnswers:
-    """WSGI middleware: answer a repeated GET from ``cache`` after one version check.
+    """WSGI middleware: answer a repeated GET from ``cache`` after a version check.
 
-    A hit costs one Redis round trip and no Flask dispatch, validation or encoding; a
-    miss, a stale entry or any Redis trouble falls through to the app, which answers
-    (and refills the cache) as usual. Only answers a view passed to ``remember`` are
-    ever stored, so everything else always goes through Flask.
+    A hit costs no Flask dispatch, validation or encoding, and no Redis round trip while
+    the version watch is trusted; a miss, a stale entry or any Redis trouble falls
+    through to the app, which answers (and refills the cache) as usual. Only answers a
+    view passed to ``remember`` are ever stored, so everything else goes through Flask.
     """
 
-    def __init__(self, wsgi_app, cache: ResponseCache, prices: redis.Redis):
+    def __init__(self, wsgi_app, cache: ResponseCache, versions: VersionWatch):
         self.wsgi_app = wsgi_app
         self.cache = cache
-        self.prices = prices
+        self.versions = versions
 
     def __call__(self, environ: dict, start_response):
         if environ.get("REQUEST_METHOD") == "GET":
@@ -121,7 +121,7 @@ class CachedAnswers:
             if entry is not None:
                 symbols, versions, body, ctype, headers = entry
                 try:
-                    current = tuple(storage.dependency_versions(self.prices, symbols).values())
+                    current = self.versions.current(symbols)
                 except redis.RedisError:
                     current = None
                 if current == versions:
@@ -147,7 +147,7 @@ def init_app(app: Flask, max_bytes: int) -> None:
     """Give ``app`` its cache (``app.extensions["answer_cache"]``) and the middleware."""
     cache = ResponseCache(max_bytes)
     app.extensions[EXTENSION] = cache
-    app.wsgi_app = CachedAnswers(app.wsgi_app, cache, context.prices_db(app))
+    app.wsgi_app = CachedAnswers(app.wsgi_app, cache, VersionWatch(context.prices_db(app)))
 
 
 def answer_cache() -> ResponseCache:
