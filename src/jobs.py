@@ -170,6 +170,24 @@ class Job:
         return int(self.id[:14], 16) / 1_000_000
 
 
+@dataclass(frozen=True)
+class WorkerView:
+    worker: str
+    last_beat_ms: int  # Redis server time
+    held: list[str]  # ids in its processing list
+
+
+@dataclass(frozen=True)
+class QueueView:
+    now_ms: int  # Redis server time: heartbeats are compared with it, never a local clock
+    waiting: int
+    workers: list[WorkerView]
+    timeout_ms: int
+
+    def alive(self, worker: WorkerView) -> bool:
+        return self.now_ms - worker.last_beat_ms <= self.timeout_ms
+
+
 @dataclass
 class Transition:
     """What a finish/fail/put-back did, and the next job when finish took one in the same step."""
@@ -325,19 +343,35 @@ class JobQueue:
             return None
         return self.client(IMAGES_DB).get(image_key(job_id))
 
-    def stats(self) -> dict[str, int]:
-        """Waiting jobs, jobs held by workers, and workers heard from within the timeout."""
+    def workers(self) -> QueueView:
+        """One look at the queue: Redis's clock, the waiting count, and every worker that
+        has heartbeated with its last beat and the ids it holds."""
         r = self.redis
         seconds, micros = r.time()
-        now_ms = seconds * 1000 + micros // 1000
-        workers = [_text(w) for w in r.zrange(WORKERS_KEY, 0, -1)]
+        beats = r.zrange(WORKERS_KEY, 0, -1, withscores=True)
         pipe = r.pipeline(transaction=False)
         pipe.llen(WAITING_KEY)
-        pipe.zcount(WORKERS_KEY, now_ms - int(self.timeout * 1000), "+inf")
-        for worker in workers:
-            pipe.llen(processing_key(worker))
-        waiting, alive, *held = pipe.execute()
-        return {"waiting": int(waiting), "taken": int(sum(held)), "workers": int(alive)}
+        for worker, _ in beats:
+            pipe.lrange(processing_key(_text(worker)), 0, -1)
+        waiting, *held = pipe.execute()
+        return QueueView(
+            now_ms=seconds * 1000 + micros // 1000,
+            waiting=int(waiting),
+            workers=[
+                WorkerView(_text(worker), int(beat), [_text(i) for i in ids])
+                for (worker, beat), ids in zip(beats, held, strict=True)
+            ],
+            timeout_ms=int(self.timeout * 1000),
+        )
+
+    def stats(self) -> dict[str, int]:
+        """Waiting jobs, jobs held by workers, and workers heard from within the timeout."""
+        view = self.workers()
+        return {
+            "waiting": view.waiting,
+            "taken": sum(len(w.held) for w in view.workers),
+            "workers": sum(view.alive(w) for w in view.workers),
+        }
 
     # worker side
 

@@ -21,18 +21,14 @@ import redis
 
 from stocks import storage
 from stocks.config import Settings, mask_url
-from stocks.jobs import STATUSES, new_job_id
+from stocks.jobs import STATUSES, JobQueue, new_job_id
 from stocks.keys import (
     ALL_JOBS_KEY,
     IMAGE_BYTES_KEY,
     IMAGES_DB,
     JOBS_DB,
-    QUEUE_DB,
     STOCKS_DB,
-    WAITING_KEY,
-    WORKERS_KEY,
     job_key,
-    processing_key,
 )
 
 RECENT_SECONDS = 3600
@@ -89,33 +85,24 @@ def recent_jobs(settings: Settings, now: float) -> dict[str, int]:
 
 
 def workers_part(settings: Settings) -> dict[str, Any]:
-    q = settings.redis(QUEUE_DB)
-    seconds, micros = q.time()
-    now_ms = seconds * 1000 + micros // 1000
-    beats = [(_text(w), int(score)) for w, score in q.zrange(WORKERS_KEY, 0, -1, withscores=True)]
-    pipe = q.pipeline(transaction=False)
-    pipe.llen(WAITING_KEY)
-    for worker, _ in beats:
-        pipe.lrange(processing_key(worker), 0, -1)
-    waiting, *held = pipe.execute()
-    jobs_db = settings.redis(JOBS_DB)
-    pipe = jobs_db.pipeline(transaction=False)
-    for ids in held:
-        for job_id in ids:
-            pipe.hmget(job_key(_text(job_id)), "kind", "started_at", "status")
+    view = JobQueue(settings, "status").workers()
+    pipe = settings.redis(JOBS_DB).pipeline(transaction=False)
+    for worker in view.workers:
+        for job_id in worker.held:
+            pipe.hmget(job_key(job_id), "kind", "started_at", "status")
     records = iter(pipe.execute())
-    limit_ms = int(settings.worker_timeout * 1000)
     alive, stale = [], []
-    for (worker, beat), ids in zip(beats, held, strict=True):
+    for worker in view.workers:
         jobs = []
-        for job_id in ids:
+        for job_id in worker.held:
             kind, started, status = (_text(v) for v in next(records))
-            running = round((now_ms - int(started)) / 1000, 1) if started else None
-            jobs.append({"id": _text(job_id), "kind": kind, "status": status, "running_s": running})
-        entry = {"worker": worker, "last_beat_s": round((now_ms - beat) / 1000, 1), "jobs": jobs}
-        (alive if now_ms - beat <= limit_ms else stale).append(entry)
+            running = round((view.now_ms - int(started)) / 1000, 1) if started else None
+            jobs.append({"id": job_id, "kind": kind, "status": status, "running_s": running})
+        last_beat = round((view.now_ms - worker.last_beat_ms) / 1000, 1)
+        entry = {"worker": worker.worker, "last_beat_s": last_beat, "jobs": jobs}
+        (alive if view.alive(worker) else stale).append(entry)
     return {
-        "queue": {"waiting": int(waiting), "held": sum(len(ids) for ids in held)},
+        "queue": {"waiting": view.waiting, "held": sum(len(w.held) for w in view.workers)},
         "workers": alive,
         "stale_workers": stale,
     }
