@@ -100,8 +100,6 @@ def register_error_handlers(app: Flask) -> None:
         message = e.description or e.name
         if status == 404:
             message = "no such route"
-        elif status == 429:
-            message = f"too many requests from this client ({message}): see Retry-After"
         resp = error_response(status, code, message)
         allowed = getattr(e, "valid_methods", None)
         if allowed:

@@ -10,10 +10,16 @@ never let through unlimited, and reads go on while a full Redis refuses the coun
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, g
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+import math
+import time
 
+import redis
+from flask import Flask, Response, current_app
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+from limits.errors import StorageError
+
+from stocks.api.errors import error_response
 from stocks.config import Settings
 from stocks.keys import QUEUE_DB, RATE_LIMIT_PREFIX
 
@@ -22,7 +28,9 @@ limiter = Limiter(
     key_prefix=RATE_LIMIT_PREFIX,
     swallow_errors=False,
     in_memory_fallback_enabled=True,
-    headers_enabled=True,
+    # its headers would go on every answer (a Retry-After of up to a minute on a 202 that
+    # should be polled in a second, and a window read per request): a 429 gets its own
+    headers_enabled=False,
 )
 
 
@@ -37,28 +45,21 @@ def init_app(app: Flask, settings: Settings) -> None:
     }
     app.config["JOB_RATE"] = settings.job_rate
     app.config["COMPUTE_RATE"] = settings.compute_rate
-    # Flask runs after_request hooks last-registered first, so these two sandwich the
-    # limiter's own: it puts its Retry-After (when the window resets, up to a minute) on
-    # every answer, which tells a client polling a 202 to wait that long.
-    app.after_request(_own_retry_after_only)
     limiter.init_app(app)
     limiter._storage_dead = False  # a new app starts on its Redis, not on the last one's fallback
-    app.after_request(_remember_own_retry_after)
+    app.register_error_handler(RateLimitExceeded, _too_many_requests)
 
 
-def _remember_own_retry_after(resp: Response) -> Response:
-    g.own_retry_after = resp.headers.get("Retry-After")
-    return resp
-
-
-def _own_retry_after_only(resp: Response) -> Response:
-    """Keep the limiter's Retry-After on a 429 only; elsewhere the view's own, or none."""
-    if resp.status_code != 429:
-        own = g.pop("own_retry_after", None)
-        if own is None:
-            resp.headers.pop("Retry-After", None)
-        else:
-            resp.headers["Retry-After"] = own
+def _too_many_requests(e: RateLimitExceeded) -> Response:
+    """429 in the API's error shape, with Retry-After: when the breached window resets."""
+    message = f"too many requests from this client ({e.description}): see Retry-After"
+    resp = error_response(429, "rate_limited", message)
+    breached = limiter.current_limit
+    try:
+        wait = math.ceil(breached.window.reset_time - time.time()) if breached else 1
+    except (redis.RedisError, StorageError):  # the counters' store failed just now
+        wait = 1
+    resp.headers["Retry-After"] = str(max(1, wait))
     return resp
 
 
