@@ -10,7 +10,9 @@ tickers: the full 5-year series, and one month (June 2017).
 The same app is also served by the other HTTP servers ``stocks serve`` can run
 (STOCKS_WORKER_CLASS): gunicorn gthread (the previous default) and granian's own WSGI
 mode; for each, the p50 of plain GETs while 50 slow sockets are open (a third trickling
-headers, a third stalling a POST body, a third idle).
+headers, a third stalling a POST body, a third idle). In the same turns: the app of the
+day issue 12 was filed, on its own gunicorn (``bench/filing_peer.py``), the peer of the
+issue's ">= 2x" target.
 
 Run: ``.venv/bin/python -m bench.bench_api`` (prints a Markdown section).
 """
@@ -24,11 +26,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import redis
 
+from bench import filing_peer
 from bench.common import stop_process
 from bench.httpload import LoadResult, SlowClients, probe_latency, run_load
 from stocks import storage
@@ -52,6 +55,7 @@ SERVERS = (
     ("granian, its WSGI mode", "granian-wsgi"),
     ("gunicorn gthread 4 threads", "gthread"),
 )
+FILING = f"gunicorn gthread, the app at filing ({filing_peer.FILING_COMMIT})"
 
 
 # --- the naive peer --------------------------------------------------------------------
@@ -98,31 +102,14 @@ def create_static_app():
 # --- data ------------------------------------------------------------------------------
 
 
-def synthetic_series(seed: int) -> np.ndarray:
-    days = np.arange(np.datetime64("2013-02-08"), np.datetime64("2018-02-08"))
-    days = days[np.is_busday(days)]
-    rng = np.random.default_rng(seed)
-    close = np.round(50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(days)))), 4)
-    return storage.make_bars(
-        days, close, close * 1.01, close * 0.99, close, rng.integers(10**5, 10**8, len(days))
-    )
-
-
 def load_data(url: str) -> tuple[list[str], str]:
-    """All 505 real tickers when ../shared is there, else 100 synthetic ones; both layouts."""
+    """The bench's series in today's layout (DB 0) and the naive peer's (NAIVE_DB)."""
     r = redis.Redis.from_url(url, db=STOCKS_DB)
     naive = redis.Redis.from_url(url, db=NAIVE_DB)
-    if SP500_DIR.is_dir():
-        from stocks.sources.csv import parse_csv  # noqa: PLC0415
-
-        series = {p.stem: parse_csv(p).bars for p in sorted(SP500_DIR.glob("*.csv"))}
-        source = f"{len(series)} real tickers (../shared/data/sp500_daily)"
-    else:
-        series = {f"SYN{i:03d}": synthetic_series(i) for i in range(100)}
-        source = f"{len(series)} synthetic tickers (5 years of business days)"
+    series, source = filing_peer.bench_series(SP500_DIR)
     pipe = naive.pipeline(transaction=False)
     for sym, bars in series.items():
-        storage.replace_series(r, sym, bars, {"source": "bench"})
+        storage.replace_series(r, sym, bars, filing_peer.META)
         pipe.set(NAIVE_PREFIX + sym, json.dumps(storage.bar_dicts(bars)))
     pipe.execute()
     return sorted(series), source
@@ -140,6 +127,8 @@ def start_server(kind: str, redis_url: str, probe: str, extra_env: dict | None =
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if kind == "ours":
         cmd = [str(Path(sys.executable).with_name("stocks")), "serve", "--port", str(port)]
+    elif kind == "filing":
+        cmd = filing_peer.serve_command(port)
     else:
         factory = {"naive": "create_naive_app", "static": "create_static_app"}[kind]
         cmd = [
@@ -190,43 +179,76 @@ def measure(base: str, paths: list[str]) -> LoadResult:
 
 def run() -> str:
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
-        try:
-            symbols, source = load_data(server.url)
-            full = [f"/tickers/{s}/prices" for s in symbols]
-            month = [f"/tickers/{s}/prices?start={MONTH[0]}&end={MONTH[1]}" for s in symbols]
-            both = (("5 years", full), ("1 month", month))
-            results, slow = compare_servers(server.url, both, month[0])
-            configs = [
-                ("ours, cache off", "ours", {"STOCKS_API_CACHE_MB": "0"}, both),
-                ("naive", "naive", {}, both),
-                ("bare server, fixed 2.5 KB", "static", {}, (("1 month", month),)),
-            ]
-            for name, kind, env, ranges in configs:
-                proc, base = start_server(kind, server.url, month[0], env)
-                try:
-                    for label, paths in ranges:
-                        warm(base, paths, cached=False)
-                        results[(name, label)] = measure(base, paths)
-                finally:
-                    stop_process(proc)
-        finally:
-            server.stop()
-    return report(results, slow, source, load_before)
+        stack.callback(server.stop)
+        filing = start_filing_store(Path(tmp), stack)
+        symbols, source = load_data(server.url)
+        if isinstance(filing, tuple):
+            filing = finish_filing_store(*filing)
+        full = [f"/tickers/{s}/prices" for s in symbols]
+        month = [f"/tickers/{s}/prices?start={MONTH[0]}&end={MONTH[1]}" for s in symbols]
+        both = (("5 years", full), ("1 month", month))
+        results, slow, notes = compare_servers(server.url, both, month[0], filing)
+        configs = [
+            ("ours, cache off", "ours", {"STOCKS_API_CACHE_MB": "0"}, both),
+            ("naive", "naive", {}, both),
+            ("bare server, fixed 2.5 KB", "static", {}, (("1 month", month),)),
+        ]
+        for name, kind, env, ranges in configs:
+            proc, base = start_server(kind, server.url, month[0], env)
+            try:
+                for label, paths in ranges:
+                    warm(base, paths, cached=False)
+                    results[(name, label)] = measure(base, paths)
+            finally:
+                stop_process(proc)
+    return report(results, slow, source, load_before, notes)
 
 
-def compare_servers(redis_url: str, ranges, probe: str):
-    """Our app under each server, all running at once and measured in turns (ABCABC...):
-    the machine's load drifts, so each figure is the median of ROUNDS turns."""
-    procs, bases = [], {}
+def start_filing_store(tmp: Path, stack: ExitStack) -> tuple[subprocess.Popen, dict] | str:
+    """The code at filing and its own redis-server, being loaded: (loader, env), or why not."""
+    pkg = filing_peer.extract(ROOT, tmp / "filing")
+    if isinstance(pkg, str):
+        return pkg
+    redis_server = RedisServer(tmp / "redis-filing", appendonly=False).start()
+    stack.callback(redis_server.stop)
+    env = {"REDIS_URL": redis_server.url, "PYTHONPATH": filing_peer.python_path(pkg, ROOT)}
+    return filing_peer.load(pkg, ROOT, redis_server.url, SP500_DIR), env
+
+
+def finish_filing_store(loader: subprocess.Popen, env: dict) -> dict | str:
+    """The filing server's environment once its data is in, or why it is not."""
+    _, err = loader.communicate()
+    if loader.returncode:
+        lines = err.decode(errors="replace").strip().splitlines() or ["no output"]
+        return f"its loader failed ({lines[-1]})"
+    return env
+
+
+def compare_servers(redis_url: str, ranges, probe: str, filing: dict | str):
+    """Our app under each server, and the app at filing under its own (``filing``: its
+    environment, or why it is missing), all running at once and measured in turns
+    (ABCABC...): the machine's load drifts, so each figure is the median of ROUNDS turns.
+    Returns the figures, the slow-socket effects and notes for the report."""
+    procs, bases, notes = [], {}, []
     try:
         for name, worker_class in SERVERS:
             env = {"STOCKS_WORKER_CLASS": worker_class}
             proc, bases[name] = start_server("ours", redis_url, probe, env)
             procs.append(proc)
+        if isinstance(filing, dict):
+            try:
+                proc, bases[FILING] = start_server("filing", redis_url, probe, filing)
+                procs.append(proc)
+                notes += same_answers(bases[SERVERS[0][0]], bases[FILING], ranges)
+            except RuntimeError as exc:
+                filing = str(exc)
+        if isinstance(filing, str):
+            notes.append(f"No row for the app at filing: {filing}.")
+        for base in bases.values():
             for _, paths in ranges:
-                warm(bases[name], paths, cached=True)
+                warm(base, paths, cached=True)
         turns: dict[tuple[str, str], list[LoadResult]] = {}
         for _ in range(ROUNDS):
             for name, base in bases.items():
@@ -235,11 +257,35 @@ def compare_servers(redis_url: str, ranges, probe: str):
         results = {
             key: sorted(runs, key=lambda r: r.rps)[len(runs) // 2] for key, runs in turns.items()
         }
-        slow = {name: slow_clients_effect(base, probe) for name, base in bases.items()}
+        slow = {name: slow_clients_effect(bases[name], probe) for name, _ in SERVERS}
     finally:
         for proc in procs:
             stop_process(proc)
-    return results, slow
+    return results, slow, notes
+
+
+def same_answers(ours: str, filing: str, ranges) -> list[str]:
+    """Whether today's app and the one at filing answer the same JSON for a few paths: the
+    comparison is only fair if they do. Keys today's answers added are named, not warned."""
+    notes, added, sampled = [], set(), 0
+    for label, paths in ranges:
+        for path in (paths[0], paths[len(paths) // 2], paths[-1]):
+            now, then = (json.load(urllib.request.urlopen(base + path)) for base in (ours, filing))
+            added |= now.keys() - then.keys()
+            differ = sorted(k for k in then if now.get(k) != then[k])
+            sampled += 1
+            if differ:
+                notes.append(
+                    f"Warning: {label}, `{path}`: today's answer differs from the one at "
+                    f"filing in {', '.join(differ)}."
+                )
+    if not notes:
+        extra = f", apart from the keys added since ({', '.join(sorted(added))})" if added else ""
+        notes.append(
+            f"The app at filing answered the same JSON as today's for {sampled} sampled "
+            f"paths{extra}."
+        )
+    return notes
 
 
 def slow_clients_effect(base: str, path: str) -> tuple[float, float, int]:
@@ -256,6 +302,7 @@ def report(
     slow: dict[str, tuple[float, float, int]],
     source: str,
     load_before: float,
+    notes: list[str],
 ) -> str:
     tool = next(iter(results.values())).tool
     ours = SERVERS[0][0]
@@ -293,42 +340,62 @@ def report(
         "",
         "### HTTP servers on the same app",
         "",
-        f"`stocks serve` under each STOCKS_WORKER_CLASS, {default_workers()} workers, all "
-        f"three running at once and measured in turns: each figure is the median of {ROUNDS} "
-        "turns (the load of a shared machine drifts within a run). Slow "
-        f"sockets: {SLOW_SOCKETS} open at once (a third trickling a header line a second, "
-        "a third a POST whose body never comes, a third idle); p50 of 20 one-month GETs made "
-        "one after another on new connections, a failure (error or no answer within 2 s) "
-        "counted as 2,000 ms.",
+        f"`stocks serve` under each STOCKS_WORKER_CLASS, {default_workers()} workers, and "
+        f"the peer of issue 12's target: the code of commit {filing_peer.FILING_COMMIT} (the "
+        "day the issue was filed) served by its own `stocks serve` (gunicorn gthread, "
+        f"{default_workers()} workers x 4 threads) from its own redis-server holding the same "
+        "bars in its own layout. All four run at once and are measured in turns: each "
+        f"figure is the median of {ROUNDS} turns (the load of a shared machine drifts within "
+        "a run). Slow sockets (not measured for the app at filing: same gunicorn and "
+        f"settings as the gthread row): {SLOW_SOCKETS} open at once (a third trickling a "
+        "header line a second, a third a POST whose body never comes, a third idle); p50 of "
+        "20 one-month GETs made one after another on new connections, a failure (error or "
+        "no answer within 2 s) counted as 2,000 ms.",
         "",
+        *(f"{note}\n" for note in notes),
         "| server | 5 years req/s | 1 month req/s | 1 month p50 ms | 1 month p99 ms "
         "| GET p50 ms, quiet | GET p50 ms, 50 slow sockets | failed GETs (of 20) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, _ in SERVERS:
+    names = [name for name, _ in SERVERS]
+    if (FILING, "1 month") in results:
+        names.append(FILING)
+    for name in names:
         full, month = results[(name, "5 years")], results[(name, "1 month")]
-        quiet, busy, failures = slow[name]
+        if name in slow:
+            quiet, busy, failures = slow[name]
+            effect = f"{quiet:.1f} | {busy:,.1f} | {failures}"
+        else:
+            effect = "-- | -- | --"
         lines.append(
             f"| {name} | {full.rps:,.0f} | {month.rps:,.0f} | {month.p50_ms:.2f} "
-            f"| {month.p99_ms:.2f} | {quiet:.1f} | {busy:,.1f} | {failures} |"
+            f"| {month.p99_ms:.2f} | {effect} |"
         )
-    gthread = SERVERS[-1][0]
     lines += [
         "",
-        "| range | default / gunicorn gthread (req/s) |",
-        "| --- | ---: |",
+        "| range | default / gunicorn gthread (req/s) "
+        f"| default / gunicorn at filing ({filing_peer.FILING_COMMIT}) |",
+        "| --- | ---: | ---: |",
         *(
-            f"| {label} | {results[(ours, label)].rps / results[(gthread, label)].rps:.1f}x |"
+            f"| {label} | {ratio(results, label, SERVERS[-1][0])} "
+            f"| {ratio(results, label, FILING)} |"
             for label in ("5 years", "1 month")
         ),
         "",
-        "Target: >= 2x gunicorn gthread on both ranges; under slow sockets, p50 well under "
-        "100 ms and no failed GET.",
+        "Target (issue 12): >= 2x gunicorn at filing on both ranges; under slow sockets, p50 "
+        "well under 100 ms and no failed GET.",
         "",
         "Command: `.venv/bin/python -m bench.bench_api`",
         "",
     ]
     return "\n".join(lines)
+
+
+def ratio(results: dict[tuple[str, str], LoadResult], label: str, peer: str) -> str:
+    """The default server's req/s over the peer's, or -- when the peer has no figure."""
+    if (peer, label) not in results:
+        return "--"
+    return f"{results[(SERVERS[0][0], label)].rps / results[(peer, label)].rps:.1f}x"
 
 
 if __name__ == "__main__":
