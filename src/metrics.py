@@ -21,6 +21,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -91,9 +92,20 @@ class Families:
         return found
 
 
-@cache
 def families() -> Families:
-    """The metrics of this process, made on first use (see the module docstring)."""
+    """The metrics of this process, made on first use (see the module docstring).
+
+    Made under a lock: two threads making them at once would each get their own values
+    for the same samples, and the one written last would erase the other's counts."""
+    with _making:
+        return _families()
+
+
+_making = threading.Lock()
+
+
+@cache
+def _families() -> Families:
 
     def counter(name: str, doc: str, labels: tuple[str, ...] = ("kind",)) -> Counter:
         return Counter(name, doc, labels, registry=None)
@@ -156,7 +168,7 @@ def prepare_dir(settings: Settings, part: str) -> Settings:
         atexit.register(lambda: os.getpid() == owner and shutil.rmtree(path, True))
     export_metrics_dir(str(path))
     values.ValueClass = values.get_value_class()  # chosen from the environment just set
-    families.cache_clear()
+    _families.cache_clear()
     return settings.replace(metrics_dir=str(path))
 
 
