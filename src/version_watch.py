@@ -79,19 +79,34 @@ class VersionWatch:
                 self._known.update(fresh)
         return tuple(fresh[name] for name in names)
 
+    def known(self, names: Sequence[str]) -> tuple[str | None, ...] | None:
+        """The versions of ``names`` if they can be told without waiting on anything (no
+        round trip, no connecting, no lock another thread holds); else None."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if not self._catch_up(connect=False):
+                return None
+            known = self._known
+            if not all(name in known for name in names):
+                return None
+            return tuple(known[name] for name in names)
+        finally:
+            self._lock.release()
+
     @property
     def watching(self) -> bool:
         """Whether Redis is telling this process of changes (for tests and status)."""
         with self._lock:
             return bool(self._catch_up())
 
-    def _catch_up(self) -> bool | None:
+    def _catch_up(self, connect: bool = True) -> bool | None:
         """Take in what Redis has pushed. True: what is known can be trusted now; False:
-        tracking but not heard from lately; None: not tracking."""
+        tracking but not heard from lately; None: not tracking (``connect``: try to)."""
         if self._pid != os.getpid():  # a forked child: the parent's socket is not ours
             self._conn, self._tracking, self._pid = None, False, os.getpid()
         now = time.monotonic()
-        if not self._tracking and not self._connect(now):
+        if not self._tracking and not (connect and self._connect(now)):
             return None
         try:
             while self._conn.can_read(timeout=0):

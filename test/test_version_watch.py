@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import threading
 import time
 
 import pytest
 import redis
 from conftest import random_bars, store, wait_for
+from test_api_server import STOCKS, get, started, stop_server
+from werkzeug.test import EnvironBuilder
 
 from stocks import storage, version_watch
 from stocks.api.app import create_app
 from stocks.config import Settings
+from stocks.redis_server import free_port
 from stocks.version_watch import VersionWatch
 
 URL = "/tickers/AAPL/prices?start=2017-01-01"
@@ -131,3 +137,81 @@ def test_the_settings_url_with_a_password_works_for_the_watch(own_redis):
     watch = VersionWatch(settings.redis(0, timeout=1.0))
     watch.current(["NOPE"])
     assert watch.watching
+
+
+# --- answers given by the server's event loop (stocks.api.buffered_wsgi) ---------------
+
+
+def test_answer_now_gives_a_cached_answer_with_its_id_line_and_metrics(app, client, aapl, caplog):
+    def environ(**headers: str) -> dict:
+        return EnvironBuilder(path="/tickers/AAPL/prices", query_string=URL.split("?")[1],
+                              headers=headers).get_environ()  # fmt: skip
+
+    assert app.answer_now(environ()) is None  # nothing cached yet
+    first = client.get(URL)
+    client.get(URL)  # a hit through the thread path starts the watch
+    wait_for(lambda: app.answer_now(environ()) is not None, 5, "an answer at hand")
+    with caplog.at_level(logging.INFO, logger="stocks.request"):
+        status, headers, body = app.answer_now(environ(**{"X-Request-ID": "loop-1"}))
+    assert status == "200 OK" and body == first.data
+    assert dict(headers)["X-Request-ID"] == "loop-1"
+    assert dict(headers)["X-Content-Type-Options"] == "nosniff"
+    assert dict(headers)["ETag"] == first.headers["ETag"]
+    line = next(r for r in caplog.records if getattr(r, "request_id", "") == "loop-1")
+    assert line.cache == "hit" and line.status == 200 and line.route == "/tickers/<symbol>/prices"
+    status, _, body = app.answer_now(environ(**{"If-None-Match": first.headers["ETag"]}))
+    assert status == "304 Not Modified" and body == b""
+    assert app.answer_now({**environ(), "REQUEST_METHOD": "POST"}) is None
+
+
+def serve(redis_url: str, workers: int, **env: str) -> tuple[int, object]:
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": redis_url, **env}
+    command = [str(STOCKS), "serve", "--port", str(port), "--workers", str(workers)]
+    return port, started(command, env, port, "/health")
+
+
+def close_over_http(port: int) -> float:
+    status, _, body = get(port, URL)
+    assert status == 200, body
+    return json.loads(body)["prices"][-1]["close"]
+
+
+def test_every_worker_of_a_real_server_sees_each_write_at_once(redis_server, r0, aapl):
+    port, proc = serve(redis_server.url, 3, STOCKS_COMPUTE_RATE="100000/second")
+    try:
+        bar = aapl[-1:].copy()
+        for i in range(30):
+            bar["close"] = 200 + i
+            storage.upsert_bar(r0, "AAPL", bar)
+            for _ in range(6):  # new connections: any worker, from its cache after its first
+                assert close_over_http(port) == 200 + i
+    finally:
+        stop_server(proc)
+
+
+def test_a_cached_answer_does_not_wait_for_a_busy_thread(own_redis):
+    """One worker with one thread, held by a request waiting on a paused Redis: a cached
+    answer is still given at once, by the event loop."""
+    store(redis.Redis.from_url(own_redis.url), "AAPL", random_bars(300, start="2016-11-01"))
+    port, proc = serve(own_redis.url, 1, STOCKS_THREADS="1", STOCKS_REDIS_TIMEOUT="3")
+    try:
+        want = close_over_http(port)
+        for _ in range(3):  # cached; the watch pings and hears back in between
+            assert close_over_http(port) == want
+            time.sleep(0.3)
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            busy = threading.Thread(
+                target=get, args=(port, "/tickers/AAPL/prices?start=2017-02-01")
+            )
+            busy.start()
+            time.sleep(0.2)  # it holds the only thread for 3 s
+            started_at = time.monotonic()
+            assert close_over_http(port) == want
+            assert time.monotonic() - started_at < 1.0
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+        busy.join()
+    finally:
+        stop_server(proc)

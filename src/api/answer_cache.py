@@ -22,6 +22,7 @@ Note: cache hits skip Flask's before/after_request hooks; add cross-cutting conc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import redis
 from flask import Flask, Response, current_app, request
@@ -36,6 +37,7 @@ CACHE_CONTROL = "no-cache"
 # Headers of a data answer that matter to a client besides its type (they go with 304s).
 KEPT_HEADERS = ("ETag", "Cache-Control", "Vary", "X-Limited", "X-Available")
 OUTCOME_KEY = "stocks.answer_cache"  # environ: "hit" or "miss", for stocks.api.observe
+Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
 
 
 class ResponseCache:
@@ -116,31 +118,37 @@ class CachedAnswers:
         self.versions = versions
 
     def __call__(self, environ: dict, start_response):
-        if environ.get("REQUEST_METHOD") == "GET":
-            entry = self.cache.get(request_key(environ))
-            if entry is not None:
-                symbols, versions, body, ctype, headers = entry
-                try:
-                    current = self.versions.current(symbols)
-                except redis.RedisError:
-                    current = None
-                if current == versions:
-                    environ[OUTCOME_KEY] = "hit"
-                    etag = dict(headers).get("ETag", "")
-                    if tag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
-                        start_response("304 Not Modified", [*headers, NOSNIFF])
-                        return [b""]
-                    start_response(
-                        "200 OK",
-                        [
-                            ("Content-Type", ctype),
-                            ("Content-Length", str(len(body))),
-                            *headers,
-                            NOSNIFF,
-                        ],
-                    )
-                    return [body]
-        return self.wsgi_app(environ, start_response)
+        try:
+            hit = self.lookup(environ, self.versions.current)
+        except redis.RedisError:
+            hit = None
+        if hit is None:
+            return self.wsgi_app(environ, start_response)
+        status, headers, body = hit
+        start_response(status, headers)
+        return [body]
+
+    def answer_now(self, environ: dict) -> Answer | None:
+        """The cached answer when it can be given without waiting on Redis (versions known
+        to the watch): what an event loop may serve itself, with no thread."""
+        return self.lookup(environ, self.versions.known)
+
+    def lookup(self, environ: dict, versions: Callable[[tuple], tuple | None]) -> Answer | None:
+        """The stored answer to this GET if ``versions`` of what it depends on still
+        match; None for anything else."""
+        if environ.get("REQUEST_METHOD") != "GET":
+            return None
+        entry = self.cache.get(request_key(environ))
+        if entry is None:
+            return None
+        symbols, built_from, body, ctype, headers = entry
+        if versions(symbols) != built_from:
+            return None
+        environ[OUTCOME_KEY] = "hit"
+        if tag_matches(environ.get("HTTP_IF_NONE_MATCH"), dict(headers).get("ETag", "")):
+            return "304 Not Modified", [*headers, NOSNIFF], b""
+        length = ("Content-Length", str(len(body)))
+        return "200 OK", [("Content-Type", ctype), length, *headers, NOSNIFF], body
 
 
 def init_app(app: Flask, max_bytes: int) -> None:

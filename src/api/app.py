@@ -79,5 +79,6 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
     limits.init_app(app, settings)
     # outermost: cache hits are counted and logged too
     app.wsgi_app = observe.RequestObserver(app.wsgi_app, app.url_map)
+    app.answer_now = app.wsgi_app.answer_now  # what stocks.api.server's event loop asks first
     storage.days_to_iso(np.zeros(1, dtype=np.int32))  # build the date table before the fork
     return app

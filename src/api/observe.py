@@ -25,6 +25,7 @@ from werkzeug.routing import Map
 
 from stocks import metrics
 from stocks.api.answer_cache import OUTCOME_KEY as CACHE_OUTCOME
+from stocks.api.answer_cache import Answer
 from stocks.logs import REQUEST_ID
 
 log = logging.getLogger("stocks.request")
@@ -66,8 +67,7 @@ class RequestObserver:
         return self._route(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
 
     def __call__(self, environ: dict, start_response):
-        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
-        environ[ENVIRON_KEY] = rid
+        rid = self.start(environ)
         token = REQUEST_ID.set(rid)
         started = time.perf_counter()
         status = [500]
@@ -82,6 +82,24 @@ class RequestObserver:
         finally:
             REQUEST_ID.reset(token)
             self.observe(environ, rid, status[0], time.perf_counter() - started)
+
+    def answer_now(self, environ: dict) -> Answer | None:
+        """``CachedAnswers.answer_now`` with this request's id, line and metrics."""
+        started = time.perf_counter()
+        hit = self.wsgi_app.answer_now(environ)
+        if hit is None:
+            return None
+        rid = self.start(environ)
+        status_line, headers, body = hit
+        headers.append((HEADER, rid))
+        self.observe(environ, rid, int(status_line[:3]), time.perf_counter() - started)
+        return status_line, headers, body
+
+    @staticmethod
+    def start(environ: dict) -> str:
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        environ[ENVIRON_KEY] = rid
+        return rid
 
     def observe(self, environ: dict, rid: str, status: int, seconds: float) -> None:
         route = self.route(environ)

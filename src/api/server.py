@@ -119,7 +119,10 @@ def buffered_front(app_factory: Callable[[], object], settings: Settings) -> Buf
         request_timeout=settings.timeout,
         max_body=MAX_BODY_BYTES,
     )
-    return BufferedWsgi(app_factory(), limits)
+    app = app_factory()
+    # an app with answers at hand (create_app's: cached answers the watch vouches for)
+    # has them given by the event loop itself
+    return BufferedWsgi(app, limits, answer_now=getattr(app, "answer_now", None))
 
 
 def in_worker(build: Callable[[], object], master_pid: int) -> object:
