@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import subprocess
@@ -266,3 +267,30 @@ def test_sigterm_while_draining_short_jobs_records_them_and_puts_back_the_rest(
         "queue:waiting", 0, -1)][::-1]  # fmt: skip
     assert waiting == [i for i in ids if i not in finished]  # still in order
     assert {queue.get_job(i)["attempts"] for i in waiting[:40]} == {0}  # refunded
+
+
+def test_children_of_a_killed_supervisor_stop_by_themselves(tmp_path, redis_url):
+    """SIGKILL of `stocks worker --concurrency 2` leaves no worker taking jobs unseen."""
+    from obs_stack import start_worker  # noqa: PLC0415
+
+    supervisor = start_worker(redis_url, tmp_path / "worker.log", "--concurrency", "2")
+    try:
+        queue = JobQueue(Settings(redis_url=redis_url))
+        wait_for(lambda: queue.stats()["workers"] == 2, 60, "two workers heartbeating")
+        children = subprocess.run(
+            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) >= 2
+        supervisor.send_signal(signal.SIGKILL)
+        supervisor.wait()
+
+        def gone(pid: str) -> bool:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return True
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie
+
+        wait_for(lambda: all(gone(pid) for pid in children), 30, "the children to stop")
+    finally:
+        stop_process(supervisor)

@@ -23,10 +23,8 @@ a client may take to send its headers and its body), access_log (log requests).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 from collections.abc import Callable
 from functools import partial
 
@@ -36,10 +34,10 @@ from gunicorn.app.base import BaseApplication
 from stocks.api.buffered_wsgi import BufferedWsgi, Limits
 from stocks.api.errors import error_body, http_error_code
 from stocks.config import Settings, reset_clients
+from stocks.lifetime import end_with_parent
 
 GRANIAN_CLASSES = ("granian", "granian-wsgi")
 GRACEFUL_SECONDS = 10
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def default_workers() -> int:
@@ -139,10 +137,7 @@ def in_worker(build: Callable[[], object], master_pid: int) -> object:
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != master_pid:  # it died before prctl: nobody will signal us
-        os._exit(0)
+    end_with_parent(master_pid)
     return build()
 
 

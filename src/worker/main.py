@@ -23,6 +23,7 @@ import functools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import time
 
@@ -30,6 +31,7 @@ from stocks import logs, metrics
 from stocks.config import Settings, mask_url, reset_clients
 from stocks.jobs import Interrupted, JobError, JobQueue
 from stocks.keys import STOCKS_DB
+from stocks.lifetime import end_with_parent
 from stocks.worker import health
 from stocks.worker.loop import Handler, Worker
 
@@ -131,7 +133,8 @@ def run_worker(
     return 0
 
 
-def _child(slots=None) -> None:
+def _child(slots, supervisor_pid: int) -> None:
+    end_with_parent(supervisor_pid)  # SIGTERM: finish or put back the job, then exit
     settings = Settings.from_env()
     logs.setup(settings)
     reset_clients()
@@ -169,7 +172,7 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
 
     procs = []
     for i in range(concurrency):
-        proc = ctx.Process(target=_child, args=(slots[i],), daemon=False)
+        proc = ctx.Process(target=_child, args=(slots[i], os.getpid()), daemon=False)
         proc.start()
         procs.append(proc)
     signal.signal(signal.SIGTERM, on_stop)
@@ -182,7 +185,7 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
                     "worker process %s exited with %s; replacing it", proc.pid, proc.exitcode
                 )
                 time.sleep(1.0)
-                procs[i] = ctx.Process(target=_child, args=(slots[i],), daemon=False)
+                procs[i] = ctx.Process(target=_child, args=(slots[i], os.getpid()), daemon=False)
                 procs[i].start()
     grace = settings.shutdown_grace + 10
     for proc in procs:

@@ -1,0 +1,25 @@
+"""A child process that ends with its parent.
+
+A parent killed with SIGKILL cannot stop its children, and Linux does not end them
+either: a server's workers would go on serving its port, a worker supervisor's children
+go on taking jobs, with nobody left to stop them. So a child asks the kernel to send it
+``signum`` when its parent dies (``PR_SET_PDEATHSIG``), and checks that the parent did not
+die before it asked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
+    """Be sent ``signum`` when the parent dies; exit now if it already has."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent_pid:  # it died before prctl: nobody will signal us
+        os._exit(0)
