@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 
 LIST_SCAN_BUDGET = 2000
 BLOCK_SLICE = 10.0  # longest BLMOVE, in s: well under the client's socket timeout (30 s)
+REAP_IDS_LOGGED = 50  # job ids named in a reaper line at most
 ID_LENGTH = 46  # 14 hex digits of epoch microseconds + 32 random ones (128 bits: unguessable)
 
 
@@ -482,24 +483,38 @@ class JobQueue:
     def reap(self) -> tuple[int, int]:
         """Put back (or fail) the jobs of workers silent for the timeout: (requeued, failed)."""
         timeout_ms = int(self.timeout * 1000)
-        requeued, failed = self.scripts.run("reap", "", timeout_ms, self.max_attempts, self.ttl)
+        requeued, failed = self._reaped("", timeout_ms)
+        fam = metrics.families()
+        for _, kind in requeued:
+            fam.kind(kind).jobs_requeued.inc()
+        for _, kind in failed:
+            fam.kind(kind).jobs_failed.inc()
         if requeued or failed:
-            unknown = metrics.families().kind("unknown")  # the script returns counts only
-            unknown.jobs_requeued.inc(int(requeued))
-            unknown.jobs_failed.inc(int(failed))
             log.warning(
                 "reaper: %s job(s) put back, %s failed",
-                requeued,
-                failed,
-                extra={"event": "requeued", "requeued": int(requeued), "failed": int(failed)},
+                len(requeued),
+                len(failed),
+                extra={
+                    "event": "requeued",
+                    "requeued": len(requeued),
+                    "failed": len(failed),
+                    "job_ids": [job_id for job_id, _ in (requeued + failed)[:REAP_IDS_LOGGED]],
+                },
             )
-        return int(requeued), int(failed)
+        return len(requeued), len(failed)
 
     def release_own(self) -> tuple[int, int]:
         """Put back what this worker holds but is not running (after an outage or a stop)."""
-        args = (self.worker_id, 0, self.max_attempts, self.ttl)
-        requeued, failed = self.scripts.run("reap", *args)
-        return int(requeued), int(failed)
+        requeued, failed = self._reaped(self.worker_id, 0)
+        return len(requeued), len(failed)
+
+    def _reaped(self, worker: str, timeout_ms: int) -> tuple[list, list]:
+        """The reap script's (id, kind) pairs put back and failed."""
+        lists = self.scripts.run("reap", worker, timeout_ms, self.max_attempts, self.ttl)
+        return tuple(
+            [(_text(flat[i]), _text(flat[i + 1]) or "unknown") for i in range(0, len(flat), 2)]
+            for flat in lists
+        )
 
     @contextmanager
     def heartbeating(self) -> Iterator[None]:

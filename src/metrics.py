@@ -134,7 +134,7 @@ def _families() -> Families:
             jobs_failed=counter("stocks_jobs_failed", "Chart jobs failed by a worker"),
             jobs_requeued=counter(
                 "stocks_jobs_requeued",
-                "Jobs put back in the queue (shutdown; kind 'unknown': by the reaper)",
+                "Jobs put back in the queue (at shutdown, or by the reaper)",
             ),
             queue_wait_seconds=histogram(
                 "stocks_job_queue_wait_seconds", "From enqueue to a worker starting it", JOB_BUCKETS

@@ -358,6 +358,7 @@ return 'queued'
 """
 
 # ARGV: worker ('' = every worker silent for timeout_ms), timeout_ms, max_attempts, ttl
+# -> {requeued, failed}: each a flat list id, kind, id, kind, ...
 _REAP = """
 local only, timeout, max_attempts, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
@@ -366,21 +367,22 @@ local workers = {only}
 if only == '' then
   workers = redis.call('ZRANGEBYSCORE', WORKERS, '-inf', tonumber(now) - timeout)
 end
-local requeued, failed = 0, 0
+local requeued, failed = {}, {}
 for _, w in ipairs(workers) do
   use(QUEUE_DB)
   local ids = redis.call('LRANGE', processing(w), 0, -1)
   for _, id in ipairs(ids) do
     use(JOBS_DB)
     local key = job_key(id)
-    local rec = redis.call('HMGET', key, 'status', 'attempts', 'worker')
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'worker', 'kind')
     local back = rec[1] == 'queued'
     if rec[1] == 'running' and rec[3] == w then
       local attempts = tonumber(rec[2]) or 0
       if attempts >= max_attempts then
         fail_record(id, 'the worker stopped responding; gave up after ' .. attempts
                     .. ' attempts', ttl, now)
-        failed = failed + 1
+        table.insert(failed, id)
+        table.insert(failed, rec[4] or '')
       else
         redis.call('HSET', key, 'status', 'queued', 'started_at', '', 'worker', '', 'token', '')
         back = true
@@ -389,7 +391,8 @@ for _, w in ipairs(workers) do
     if back then
       use(QUEUE_DB)
       redis.call('RPUSH', WAITING, id)
-      requeued = requeued + 1
+      table.insert(requeued, id)
+      table.insert(requeued, rec[4] or '')
     end
   end
   use(QUEUE_DB)

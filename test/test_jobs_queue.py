@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import redis
 from conftest import wait_for
 
-from stocks import jobs, scripts
+from stocks import jobs, metrics, scripts
 from stocks.config import Settings
 from stocks.jobs import JobError, JobQueue
 from stocks.redis_server import env_with_redis
@@ -105,7 +106,13 @@ def test_a_cancelled_job_is_never_handed_out_even_if_already_taken(dbs, jobq, se
     assert dbs[1].llen("queue:processing:w1") == 1  # only the running one
 
 
-def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch, jobq, settings):
+def requeued_total(kind: str) -> float:
+    counter = metrics.families().jobs.jobs_requeued
+    samples = next(iter(counter.collect())).samples
+    return sum(s.value for s in samples if s.name.endswith("_total") and s.labels["kind"] == kind)
+
+
+def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch, jobq, settings, caplog):
     settings = settings.replace(worker_timeout=0.2)
     slow, fast = JobQueue(settings, "slow"), JobQueue(settings, "fast")
     job_id = slow.put("line", {})
@@ -113,7 +120,11 @@ def test_a_stale_worker_cannot_overwrite_a_finished_job(dbs, monkeypatch, jobq, 
     old = slow.get(timeout=0.5)
     time.sleep(0.4)  # "slow" stops heartbeating
     fast.heartbeat()
-    assert fast.reap() == (1, 0)
+    before = requeued_total("line")
+    with caplog.at_level(logging.WARNING, logger="stocks.jobs"):
+        assert fast.reap() == (1, 0)
+    assert requeued_total("line") == before + 1  # counted under the job's own kind
+    assert [r.job_ids for r in caplog.records if hasattr(r, "job_ids")] == [[job_id]]
     new = fast.get(timeout=0.5)
     assert new.id == job_id and new.attempts == 2 and new.token != old.token
     assert fast.finish(new, b"good", "image/png").status == "finished"
