@@ -37,6 +37,7 @@ from stocks.config import Settings, reset_clients
 from stocks.lifetime import end_with_parent
 
 GRANIAN_CLASSES = ("granian", "granian-wsgi")
+GRANIAN_LOGGERS = ("_granian", "granian.access")
 GRACEFUL_SECONDS = 10
 
 
@@ -165,6 +166,11 @@ def run_granian(
         websockets=False,
         http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout * 1000)),
         log_access=settings.access_log,
+        # granian's own lines (start-up, workers, access) go to the root logger, which
+        # stocks.logs set up: the same JSON (or text) lines as the app's
+        log_dictconfig={
+            "loggers": {name: {"handlers": [], "propagate": True} for name in GRANIAN_LOGGERS}
+        },
         workers_kill_timeout=GRACEFUL_SECONDS,
     )
     build = app_factory if native else partial(buffered_front, app_factory, settings)
