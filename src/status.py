@@ -52,7 +52,7 @@ def redis_part(settings: Settings) -> dict[str, Any]:
         "used_memory": used,
         "maxmemory": limit,  # 0: no limit
         "image_bytes": image_bytes,
-        "image_budget": int(settings.image_budget_mb * MB),
+        "image_budget": JobQueue(settings, "status").image_budget,  # as the queue keeps it
     }
 
 

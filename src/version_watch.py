@@ -64,10 +64,8 @@ class VersionWatch:
     def current(self, names: Sequence[str]) -> tuple[str | None, ...]:
         """The versions of ``names`` now; raises ``redis.RedisError`` when Redis is away."""
         with self._lock:
-            if self._catch_up():
-                known = self._known
-                if all(name in known for name in names):
-                    return tuple(known[name] for name in names)
+            if self._catch_up() and (known := self._lookup(names)) is not None:
+                return known
             generation = self._generation
         fresh = storage.dependency_versions(self.client, names)
         with self._lock:
@@ -85,18 +83,19 @@ class VersionWatch:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if not self._catch_up(connect=False):
-                return None
-            known = self._known
-            if not all(name in known for name in names):
-                return None
-            return tuple(known[name] for name in names)
+            return self._lookup(names) if self._catch_up(connect=False) else None
         finally:
             self._lock.release()
 
+    def _lookup(self, names: Sequence[str]) -> tuple[str | None, ...] | None:
+        known = self._known
+        if not all(name in known for name in names):
+            return None
+        return tuple(known[name] for name in names)
+
     @property
     def watching(self) -> bool:
-        """Whether Redis is telling this process of changes (for tests and status)."""
+        """Whether Redis is telling this process of changes and is trusted (for tests)."""
         with self._lock:
             return bool(self._catch_up())
 

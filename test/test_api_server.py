@@ -43,10 +43,13 @@ def bars():
     return out
 
 
-def start_server(redis_url: str, **env_extra: str) -> tuple[int, subprocess.Popen]:
+def start_server(
+    redis_url: str, workers: int = 3, **env_extra: str
+) -> tuple[int, subprocess.Popen]:
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_API_KEYS": KEY, **env_extra}
-    command = [str(STOCKS), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "3"]
+    command = [str(STOCKS), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", str(workers)]
     return port, started(command, env, port, "/health")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -12,13 +11,12 @@ import time
 import pytest
 import redis
 from conftest import random_bars, store, wait_for
-from test_api_server import STOCKS, get, started, stop_server
+from test_api_server import get, start_server, stop_server
 from werkzeug.test import EnvironBuilder
 
 from stocks import storage, version_watch
 from stocks.api.app import create_app
 from stocks.config import Settings
-from stocks.redis_server import free_port
 from stocks.version_watch import VersionWatch
 
 URL = "/tickers/AAPL/prices?start=2017-01-01"
@@ -164,13 +162,6 @@ def test_answer_now_gives_a_cached_answer_with_its_id_line_and_metrics(app, clie
     assert app.answer_now({**environ(), "REQUEST_METHOD": "POST"}) is None
 
 
-def serve(redis_url: str, workers: int, **env: str) -> tuple[int, object]:
-    port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, **env}
-    command = [str(STOCKS), "serve", "--port", str(port), "--workers", str(workers)]
-    return port, started(command, env, port, "/health")
-
-
 def close_over_http(port: int) -> float:
     status, _, body = get(port, URL)
     assert status == 200, body
@@ -178,7 +169,7 @@ def close_over_http(port: int) -> float:
 
 
 def test_every_worker_of_a_real_server_sees_each_write_at_once(redis_server, r0, aapl):
-    port, proc = serve(redis_server.url, 3, STOCKS_COMPUTE_RATE="100000/second")
+    port, proc = start_server(redis_server.url, STOCKS_COMPUTE_RATE="100000/second")
     try:
         bar = aapl[-1:].copy()
         for i in range(30):
@@ -194,7 +185,7 @@ def test_a_cached_answer_does_not_wait_for_a_busy_thread(own_redis):
     """One worker with one thread, held by a request waiting on a paused Redis: a cached
     answer is still given at once, by the event loop."""
     store(redis.Redis.from_url(own_redis.url), "AAPL", random_bars(300, start="2016-11-01"))
-    port, proc = serve(own_redis.url, 1, STOCKS_THREADS="1", STOCKS_REDIS_TIMEOUT="3")
+    port, proc = start_server(own_redis.url, 1, STOCKS_THREADS="1", STOCKS_REDIS_TIMEOUT="3")
     try:
         want = close_over_http(port)
         for _ in range(3):  # cached; the watch pings and hears back in between
