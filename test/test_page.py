@@ -421,3 +421,39 @@ def test_a_chart_the_server_no_longer_keeps_is_said_so_and_forgotten(open_page):
     assert [e.lower() for e in tab.errors] == [
         "failed to load resource: the server responded with a status of 404 (not found)"
     ]
+
+
+def test_dates_typed_while_a_range_loads_are_kept(open_page):
+    """The answer of the range a ticker opens with may come after the user typed From/To."""
+    tab = open_page()
+    page = tab.page
+    held = []
+
+    def hold(route) -> None:  # every /stats answer waits until released
+        held.append(route)
+
+    page.route("**/stats*", hold)
+    page.locator("#search").fill("jpm")
+    page.wait_for_function("() => document.querySelector('#results button')?.dataset.symbol")
+    page.locator("#results button").first.click()
+    page.wait_for_function("() => document.querySelector('#t-symbol').textContent === 'JPM'")
+    page.wait_for_function("() => document.querySelector('#figures').ariaBusy === 'true'")
+    page.locator("#start").fill("2016-03-01")
+    page.locator("#end").fill("2016-03-31")
+    for _ in range(500):  # the held request reaches the route handler while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(10)
+    assert len(held) == 1
+    held[0].continue_()  # the 1-year range of the opening answers now
+    page.wait_for_selector("#figures[aria-busy=false]")
+    page.unroute("**/stats*")
+    assert page.locator("#start").input_value() == "2016-03-01"
+    assert page.locator("#end").input_value() == "2016-03-31"
+
+    page.get_by_role("button", name="Show range").click()
+    page.wait_for_function(
+        "() => document.querySelector('#f-range').textContent.startsWith('2016-03-01')"
+    )
+    assert text(tab, "#f-range") == "2016-03-01 to 2016-03-31"
+    assert tab.errors == []

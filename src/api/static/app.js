@@ -170,7 +170,9 @@ function resultKeys(event) {
 
 // --- one ticker: range, figures, recent bars ------------------------------------------------
 
-const state = { symbol: null, ticker: null, period: "1y", start: null, end: null, seq: 0 };
+// dateEdits counts the user's edits of From/To: a range answer that arrives after an edit
+// must not overwrite what was typed.
+const state = { symbol: null, ticker: null, period: "1y", start: null, end: null, seq: 0, dateEdits: 0 };
 let allTickers = [];
 
 async function selectTicker(symbol) {
@@ -218,6 +220,7 @@ async function selectTicker(symbol) {
 // then use exactly those, so every number on the page covers the same days.
 async function showRange(period, start = null, end = null) {
   const seq = ++state.seq;
+  const edits = state.dateEdits;
   const symbol = state.symbol;
   state.period = period;
   for (const b of $$(".quick button")) b.setAttribute("aria-pressed", String(b.dataset.period === period));
@@ -234,8 +237,10 @@ async function showRange(period, start = null, end = null) {
   if (seq !== state.seq) return;
   state.start = stats.start;
   state.end = stats.end;
-  $("#start").value = stats.start;
-  $("#end").value = stats.end;
+  if (state.dateEdits === edits) {
+    $("#start").value = stats.start;
+    $("#end").value = stats.end;
+  }
   showStats(stats);
   showCsvLink();
   const [change, bars] = await Promise.allSettled([
@@ -534,6 +539,7 @@ async function start() {
   $("#sector").addEventListener("change", showResults);
   for (const b of $$(".quick button")) b.addEventListener("click", () => showRange(b.dataset.period));
   $("#range-form").addEventListener("submit", customRange);
+  for (const input of [$("#start"), $("#end")]) input.addEventListener("input", () => state.dateEdits++);
   for (const r of $$("input[name=kind]")) r.addEventListener("change", showKindOptions);
   $("#chart-form").addEventListener("submit", requestChart);
   window.addEventListener("hashchange", () => {
