@@ -152,6 +152,23 @@ def test_a_post_jobs_request_id_follows_the_job_into_the_worker(tmp_path, r0, re
     assert KEY not in api_log.read_text() and KEY not in worker_log.read_text()
 
 
+@pytest.mark.parametrize("worker_class", ["granian", "gthread"])
+def test_the_http_servers_own_lines_are_json_too(worker_class, tmp_path, redis_url):
+    """Start-up, worker and access lines of granian and of gunicorn (the fallback)."""
+    log = tmp_path / "api.log"
+    env = {"STOCKS_WORKER_CLASS": worker_class, "STOCKS_ACCESS_LOG": "1"}
+    port, api = start_api(redis_url, log, workers=1, **env)
+    try:
+        assert http_call(port, "GET", "/tickers")[0] == 200
+    finally:
+        stop(api)
+    lines = json_lines(log)  # a line that is not JSON fails here
+    server_lines = [x for x in lines if not x["logger"].startswith("stocks")]
+    assert len(server_lines) >= 3, lines  # listening, a worker, the access line at least
+    assert all({"time", "level", "logger", "message"} <= set(x) for x in server_lines)
+    assert any("/tickers" in x["message"] for x in server_lines), server_lines
+
+
 def test_no_redis_password_in_any_line(tmp_path):
     server = RedisServer(tmp_path / "redis", password=PASSWORD).start()
     try:

@@ -30,6 +30,7 @@ from functools import partial
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from stocks.api.buffered_wsgi import BufferedWsgi, Limits
 from stocks.api.errors import error_body, http_error_code
@@ -68,12 +69,25 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int | No
         "post_fork": _post_fork,
         "accesslog": "-" if settings.access_log else None,
         "errorlog": "-",
+        "logger_class": RootLogs,
         "loglevel": "info",
         "proc_name": "stocks-api",
     }
     if settings.worker_class == "gthread":
         options["threads"] = settings.threads
     return options
+
+
+class RootLogs(GunicornLogger):
+    """gunicorn's own lines (start-up, workers, access) through the root logger that
+    ``stocks.logs`` set up, so they are the same JSON (or text) lines as the app's."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            log.propagate = True
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
