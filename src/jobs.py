@@ -388,7 +388,7 @@ class JobQueue:
         never only in this process's memory.
         """
         token = secrets.token_hex(8)
-        taken = self.scripts.run_taking("take", *self._take_args(token), 1)
+        taken = self._settling(self.scripts.run_taking("take", *self._take_args(token), 1))
         if taken:
             return Job.from_reply(taken[0], token)
         if not block:
@@ -404,7 +404,7 @@ class JobQueue:
                 # a lost reply may have moved a job into this worker's list: a take told
                 # it is a retry starts that one rather than leave it there
                 args = (*self._take_args(token), 1, "1")
-                taken = retry_transient(self.scripts.run, "take", *args)
+                taken = self._settling(retry_transient(self.scripts.run, "take", *args))
                 if taken:
                     return Job.from_reply(taken[0], token)
                 continue
@@ -413,7 +413,9 @@ class JobQueue:
             if stop is not None and stop():
                 self.release_own()  # taken while stopping: straight back to the queue
                 return None
-            reply = self.scripts.run_taking("start", job_id, *self._take_args(token))
+            reply = self._settling(
+                self.scripts.run_taking("start", job_id, *self._take_args(token))
+            )
             if _text(reply[0]) == "started":
                 return Job.from_reply(reply, token)
         return None
@@ -459,8 +461,38 @@ class JobQueue:
         args += [take, len(results)]
         for job, data, content_type in results:
             args += [job.id, job.token, data, content_type]
-        statuses, taken = self.scripts.run_taking("finish", *args)
+        statuses, taken, settled = self.scripts.run_taking("finish", *args)
+        self._settled(settled)
         return [_text(s) for s in statuses], [Job.from_reply(t, token) for t in taken]
+
+    def _settling(self, reply: list) -> list:
+        """A take's own reply, once the jobs it ended without running are logged."""
+        own, settled = reply
+        self._settled(settled)
+        return own
+
+    def _settled(self, settled: list) -> None:
+        """Log and count the jobs a take ended itself: a copy of an identical request's
+        image (finished, no drawing) or one out of attempts (failed)."""
+        fam = metrics.families()
+        for status, job_id, kind, request_id, attempts, *copied_from in settled:
+            status, kind = _text(status), _text(kind) or "unknown"
+            fields = {
+                "event": status,
+                "job_id": _text(job_id),
+                "kind": kind,
+                "attempt": int(attempts),
+                "worker": self.worker_id,
+                "request_id": _text(request_id),
+            }
+            if status == "finished":
+                fam.kind(kind).jobs_finished.inc()
+                fields["copied_from"] = _text(copied_from[0])
+                log.info("job %s finished: identical chart copied", fields["job_id"], extra=fields)
+            else:
+                fam.kind(kind).jobs_failed.inc()
+                fields["error"] = f"gave up after {fields['attempt']} attempts"
+                log.warning("job %s failed: out of attempts", fields["job_id"], extra=fields)
 
     def fail(self, job: Job, error: str) -> Transition:
         status = self.scripts.run("fail", job.id, self.worker_id, job.token, self.ttl, error)

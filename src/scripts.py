@@ -108,6 +108,11 @@ end
 # prelude because a script defines its helpers afresh on every call, and the enqueue
 # script, the hottest, needs none of them.
 _TAKING = """
+-- jobs a call ended without running them, for the caller to log and count:
+-- {'finished', id, kind, request_id, attempts, copied_from} or {'failed', id, kind,
+-- request_id, attempts}
+local settled = {}
+
 local function drop(w, id)
   use(QUEUE_DB)
   redis.call('LREM', processing(w), 1, id)
@@ -135,6 +140,7 @@ local function start(id, w, token, max_attempts, ttl, now, batch)
   if attempts >= max_attempts then
     fail_record(id, 'gave up after ' .. attempts .. ' attempts', ttl, now)
     drop(w, id)
+    settled[#settled + 1] = {'failed', id, rec[3] or '', rec[6] or '', tostring(attempts)}
     return {'failed', id}
   end
   local ck = rec[5]
@@ -154,6 +160,8 @@ local function start(id, w, token, max_attempts, ttl, now, batch)
                  'attempts', attempts + 1, 'content_type', ctype)
       redis.call('EXPIRE', key, ttl)
       drop(w, id)
+      settled[#settled + 1] = {'finished', id, rec[3] or '', rec[6] or '',
+                               tostring(attempts + 1), src}
       return {'cached', id}
     end
     use(JOBS_DB)
@@ -262,31 +270,36 @@ return now
 """
 
 # ARGV: worker, token, max_attempts, ttl, image budget, limit, retry ('1' after a lost reply)
-# -> the started jobs, oldest first
+# -> {the started jobs, oldest first; the jobs settled without running}
 _TAKE = """
 local w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], now_ms()
 image_budget = tonumber(ARGV[5])
 local taken = {}
 if ARGV[7] == '1' then taken = recover(w, token, max_attempts, ttl, now) end
 if #taken == 0 then taken = take(w, token, max_attempts, ttl, now, tonumber(ARGV[6])) end
-return taken
+return {taken, settled}
 """
 
 # ARGV: id (just moved into w's list by BLMOVE), worker, token, max_attempts, ttl,
-#       image budget, retry
+#       image budget, retry -> {that job started (or why not), the jobs settled}
 _START = """
 local id, w, token, max_attempts, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]),
                                              ARGV[5], now_ms()
 image_budget = tonumber(ARGV[6])
-if ARGV[7] == '1' then return recover(w, token, max_attempts, ttl, now)[1] or {'gone', id} end
-return start(id, w, token, max_attempts, ttl, now)
+local res
+if ARGV[7] == '1' then
+  res = recover(w, token, max_attempts, ttl, now)[1] or {'gone', id}
+else
+  res = start(id, w, token, max_attempts, ttl, now)
+end
+return {res, settled}
 """
 
 # ARGV: worker, ttl, next_token, max_attempts, image budget (bytes), limit (how many jobs
 #       to take next, 0 = none), n, then n times: id, token, data, content_type; last:
 #       retry ('1' after a lost reply: finishing again changes nothing, and the jobs taken
 #       are those the lost call took)
-# -> {status of each, the jobs taken}
+# -> {status of each, the jobs taken, the jobs settled without running}
 # The images are stored before the next jobs start, so that an identical request queued
 # behind one of these is answered from its image.
 _FINISH = """
@@ -326,7 +339,7 @@ if limit > 0 then
   if retry then taken = recover(w, next_token, max_attempts, ttl, now) end
   if #taken == 0 then taken = take(w, next_token, max_attempts, ttl, now, limit) end
 end
-return {results, taken}
+return {results, taken, settled}
 """
 
 # ARGV: id, worker, token, ttl, error

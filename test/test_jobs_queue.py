@@ -14,7 +14,7 @@ import pytest
 import redis
 from conftest import wait_for
 
-from stocks import jobs, metrics, scripts
+from stocks import jobs, keys, metrics, scripts
 from stocks.config import Settings
 from stocks.jobs import JobError, JobQueue
 from stocks.redis_server import env_with_redis
@@ -490,6 +490,33 @@ def test_a_batch_stops_before_an_identical_request_which_then_copies_the_image(d
     assert statuses == ["finished"] and [job.id for job in taken] == [other]
     twin_rec = jobq.get_job(twin)
     assert twin_rec["status"] == "finished" and jobq.get_image(twin) == b"PNG"  # copied
+
+
+def test_jobs_a_take_ends_itself_are_logged_and_counted(dbs, jobq, settings, caplog):
+    """A copied image (no drawing) counts as finished; a job out of attempts as failed."""
+    settings = settings.replace(max_attempts=1)
+    queue = JobQueue(settings, "w1")
+    of_line = metrics.families().kind("line")
+    finished, failed = of_line.jobs_finished._value.get(), of_line.jobs_failed._value.get()
+    first = queue.put("line", {"s": "AAPL"}, cache_key="same")
+    queue.finish(queue.get(timeout=0.5), b"PNG", "image/png")
+    twin = queue.put("line", {"s": "AAPL"}, cache_key="same")
+    spent = queue.put("line", {"s": "MSFT"})
+    dbs[2].hset(keys.job_key(spent), "attempts", 1)  # tried already, by a worker that vanished
+    with caplog.at_level(logging.INFO, logger="stocks.jobs"):
+        assert queue.get(timeout=0.2) is None  # neither is left to run
+    events = {r.job_id: r for r in caplog.records if hasattr(r, "job_id")}
+    assert set(events) == {twin, spent}
+    assert (events[twin].event, events[twin].copied_from, events[twin].kind) == (
+        "finished",
+        first,
+        "line",
+    )
+    assert events[spent].event == "failed" and events[spent].error == "gave up after 1 attempts"
+    assert of_line.jobs_finished._value.get() == finished + 1  # the twin (the worker counts
+    assert of_line.jobs_failed._value.get() == failed + 1  # what it draws itself)
+    assert jobq.get_job(twin)["status"] == "finished" and jobq.get_image(twin) == b"PNG"
+    assert jobq.get_job(spent)["status"] == "failed"
 
 
 def test_a_lost_reply_to_a_batch_take_hands_out_that_batch(dbs, lost_replies, jobq, settings):
