@@ -161,6 +161,9 @@ def test_cancellation_racing_workers(r0, redis_url, spawn, settings):
             assert rec["status"] == "finished" and str(i) in ran
         else:
             assert rec is None and str(i) in ran
+    # both registered, so both have their SIGTERM handling (one may have had no job at all)
+    q1 = redis.Redis.from_url(redis_url, db=1)
+    wait_for(lambda: q1.zcard("queue:workers") == 2, timeout=30, what="two workers")
     for w in workers:
         w.send_signal(signal.SIGTERM)
         assert w.wait(timeout=30) == 0

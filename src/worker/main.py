@@ -171,12 +171,15 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
                 proc.terminate()  # SIGTERM: each child finishes or puts back its job
 
     procs = []
+    # before the first child: a SIGTERM while they start stops those already started
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     for i in range(concurrency):
+        if stopping:
+            break
         proc = ctx.Process(target=_child, args=(slots[i], os.getpid()), daemon=False)
         proc.start()
         procs.append(proc)
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
     while not stopping:
         multiprocessing.connection.wait([p.sentinel for p in procs], timeout=1.0)
         for i, proc in enumerate(procs):
