@@ -180,6 +180,8 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
         proc = ctx.Process(target=_child, args=(slots[i], os.getpid()), daemon=False)
         proc.start()
         procs.append(proc)
+    if stopping:  # it came while a child was starting: that one stops too
+        on_stop(signal.SIGTERM, None)
     while not stopping:
         multiprocessing.connection.wait([p.sentinel for p in procs], timeout=1.0)
         for i, proc in enumerate(procs):
