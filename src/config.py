@@ -22,6 +22,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stocks.redis_outage import FailFastPool, Outage
+
 LOCAL_PASSWORD_FILE = Path(".run") / "redis.password"  # written by ``stocks run``
 
 
@@ -154,7 +156,8 @@ def redis_client(
     Without ``timeout`` (workers, the loader): long waits, a timed-out call retried once,
     since they would rather wait out a blip than fail. With it (the API): a call waits at
     most that long and a timeout is not retried, so a request answers 503 in about that
-    time when Redis hangs; a refused connection is retried once (a Redis that restarted).
+    time when Redis hangs, and the calls after it at once (``stocks.redis_outage``); a
+    refused connection is retried once (a Redis that restarted).
     """
     if timeout is None:
         return redis.Redis.from_url(
@@ -166,7 +169,7 @@ def redis_client(
             health_check_interval=30,
             retry_on_timeout=True,
         )
-    return redis.Redis.from_url(
+    pool = FailFastPool.from_url(
         url,
         db=db,
         decode_responses=decode,
@@ -174,9 +177,21 @@ def redis_client(
         socket_timeout=timeout,
         health_check_interval=30,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+        outage=redis_outage(url, timeout),
     )
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
+
+
+@cache
+def redis_outage(url: str, timeout: float) -> Outage:
+    """Shared by the API's clients of one Redis: once a call times out, the others fail at
+    once (see ``stocks.redis_outage``) and one call tries Redis again every 0.5 s at most."""
+    return Outage(retry_every=min(timeout, 0.5))
 
 
 def reset_clients() -> None:
     """Forget cached clients, so no socket is shared with a parent after a fork."""
     redis_client.cache_clear()
+    redis_outage.cache_clear()

@@ -124,6 +124,10 @@ class VersionWatch:
             return False
         self._retry_at = now + RETRY_EVERY
         pool = self.client.connection_pool
+        if getattr(getattr(pool, "outage", None), "away", False):
+            # Redis did not answer a call just now: a connect would hold the lock up to
+            # the timeout; the pool's own tries find out when it is back
+            return False
         options = {
             **pool.connection_kwargs,
             "protocol": 3,  # invalidations arrive as pushes on this same connection

@@ -38,11 +38,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Count in the settings' Redis; ``job_rate`` (e.g. "60/minute") limits POST /jobs per
     client address."""
     app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {
-        "db": QUEUE_DB,
-        "socket_timeout": settings.redis_timeout,
-        "socket_connect_timeout": settings.redis_timeout,
-    }
+    # the API's own pool for DB 1: its timeouts, and it fails at once while Redis is away
+    queue_db = settings.redis(QUEUE_DB, timeout=settings.redis_timeout)
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": queue_db.connection_pool}
     app.config["JOB_RATE"] = settings.job_rate
     app.config["COMPUTE_RATE"] = settings.compute_rate
     limiter.init_app(app)

@@ -31,11 +31,17 @@ class StocksCollector:
         self.budget = budget
 
     def collect(self):
-        yield GaugeMetricFamily(
-            "stocks_tickers", "Tickers with stored prices",
-            value=storage.count_symbols(self.prices),
-        )  # fmt: skip
-        stats = self.queue.stats()
+        """The Redis-read gauges; while Redis does not answer, only ``stocks_redis_up`` 0,
+        so a scrape still gets what the processes counted (an outage is when it matters)."""
+        try:
+            tickers = storage.count_symbols(self.prices)
+            stats = self.queue.stats()
+            image_bytes = int(self.images.get(IMAGE_BYTES_KEY) or 0)
+        except redis.RedisError:
+            yield GaugeMetricFamily("stocks_redis_up", "Whether Redis answered this scrape", 0)
+            return
+        yield GaugeMetricFamily("stocks_redis_up", "Whether Redis answered this scrape", 1)
+        yield GaugeMetricFamily("stocks_tickers", "Tickers with stored prices", value=tickers)
         yield GaugeMetricFamily(
             "stocks_jobs_waiting", "Chart jobs queued, not taken yet", value=stats["waiting"]
         )
@@ -46,9 +52,7 @@ class StocksCollector:
             "stocks_workers", "Workers that heartbeated within the timeout", value=stats["workers"]
         )
         yield GaugeMetricFamily(
-            "stocks_image_bytes",
-            "Bytes of chart images kept in Redis",
-            value=int(self.images.get(IMAGE_BYTES_KEY) or 0),
+            "stocks_image_bytes", "Bytes of chart images kept in Redis", value=image_bytes
         )
         yield GaugeMetricFamily(
             "stocks_image_budget_bytes",
