@@ -163,7 +163,8 @@ def stats(bars: np.ndarray) -> dict:
 
 
 def stats_range_for_period(bars: np.ndarray, period: str, end: dt.date) -> tuple[dt.date, dt.date]:
-    """[start, end] for ``period``: start is the last trading day on or before end − period.
+    """[start, end] for ``period``: start is the last trading day on or before
+    ``within_data(end)`` − period.
 
     Starting there makes ``stats(period=P).return`` equal ``change(period=P)``; a history
     shorter than the period starts at its first day.
@@ -171,9 +172,21 @@ def stats_range_for_period(bars: np.ndarray, period: str, end: dt.date) -> tuple
     bars = with_close(bars)
     if len(bars) == 0:
         raise AnalyticsError("empty_range", "the series has no closes")
-    idx = last_on_or_before(bars["date"], period_start(end, period))
+    idx = last_on_or_before(bars["date"], period_start(within_data(bars["date"], end), period))
     start = from_day(bars["date"][0 if idx is None else idx])
     return start, end
+
+
+def within_data(dates: np.ndarray, end: dt.date) -> dt.date:
+    """``end``, or the last trading day when ``end`` is after it.
+
+    A period ending after the data would compare the last close with itself (a made-up
+    0 %, or a 5-year change of a series not 5 years old); it is measured back from the
+    last close instead, and ``to_date`` says which day that is. Weekends and holidays
+    inside the data keep the calendar rule.
+    """
+    last = from_day(dates[-1])
+    return min(end, last)
 
 
 # --- change over a period --------------------------------------------------------------
@@ -217,13 +230,13 @@ def change_columns(
 
 
 def change(bars: np.ndarray, period: str, end: dt.date | None = None) -> dict:
-    """Close on the last trading day <= end against the last trading day <= end − period."""
+    """Close on the last trading day <= end against the last trading day <= end − period
+    (``end`` after the data: the last trading day, see ``within_data``)."""
     bars = with_close(bars)
     if len(bars) == 0:
         raise AnalyticsError("no_data", "the series has no closes")
     dates = bars["date"]
-    if end is None:
-        end = from_day(dates[-1])
+    end = from_day(dates[-1]) if end is None else within_data(dates, end)
     (from_idx,), (to_idx,) = change_indices(dates, np.array([0, len(dates)]), end, period)
     if to_idx < 0:
         raise AnalyticsError(

@@ -206,6 +206,22 @@ def test_movers_default_to_the_last_stored_day(client, real):
     assert body["count"] == len(TICKERS) and body["excluded"] == 0
 
 
+def test_a_date_after_the_data_counts_as_the_last_stored_day(client, real):
+    """Never a close against itself: a made-up 0 % for every ticker."""
+    for period in ("1d", "1y"):
+        last = client.get(f"/market/movers?date=2018-02-07&period={period}").get_json()
+        for later in ("2018-02-10", "9999-12-31"):
+            body = client.get(f"/market/movers?date={later}&period={period}").get_json()
+            assert body == last, (later, period)
+        assert any(m["change"] != 0 for m in last["gainers"])
+    one = client.get("/tickers/AAPL/change?period=1y&end=9999-12-31").get_json()
+    assert one == client.get("/tickers/AAPL/change?period=1y&end=2018-02-07").get_json()
+    too_old = client.get("/tickers/AAPL/change?period=5y&end=9999-12-31")
+    assert too_old.status_code == 422 and too_old.get_json()["error"]["code"] == "no_data_before"
+    stats = client.get("/tickers/AAPL/stats?period=1y&end=9999-12-31").get_json()
+    assert stats["start"] == client.get("/tickers/AAPL/stats?period=1y").get_json()["start"]
+
+
 def test_movers_bad_input_is_400_and_no_data_is_404(client):
     for query in ("period=2d", "limit=0", "limit=101", "date=2017-13-01"):
         assert client.get(f"/market/movers?{query}").status_code == 400, query

@@ -329,7 +329,8 @@ CHANGE_DOC = (
     "Close on the last trading day on or before end (default: last stored day) against "
     "the close on the last trading day on or before end − period, in calendar arithmetic "
     "(1d = one calendar day; months clamp the day: Mar 31 − 1mo = Feb 28). Weekends and "
-    "holidays are never an error; 422 when no trading day is that old."
+    "holidays are never an error; an end after the data counts as its last trading day "
+    "(never a close compared with itself); 422 when no trading day is that old."
 )
 INDICATOR_DOC = (
     "Computed over the whole stored history, then cut to [start, end], so a value never "

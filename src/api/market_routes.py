@@ -111,10 +111,32 @@ json_and_csv_routes(
 MOVERS_DOC = (
     "Top gainers and losers by change_pct over the period ending at date, each computed "
     "exactly as /tickers/{symbol}/change computes one ticker (last close on or before date "
-    "against the last close on or before date − period). Only tickers that have a bar on "
-    "the market's last trading day on or before date are ranked (a delisted ticker is not "
-    "a mover); the others are counted in excluded. Ties by symbol."
+    "against the last close on or before date − period; a date after the data counts as "
+    "the last stored day). Only tickers that have a bar on the market's last trading day "
+    "on or before date are ranked (a delisted ticker is not a mover); the others are "
+    "counted in excluded. Ties by symbol."
 )
+
+
+def change_window(r, end: dt.date, query: MoversParams):
+    """The rule of /change for every ticker at once, as of ``end``: (market slice, its bars
+    with a close, from and to indices, which tickers are in the asked sector)."""
+    market = storage.read_market_window(
+        r, calc.period_start(end, query.period), end, ("name", "sector")
+    )
+    keep = np.isfinite(market.bars["close"])
+    owner = np.searchsorted(market.bounds, np.arange(len(keep)), side="right") - 1
+    bounds = np.concatenate(
+        ([0], np.cumsum(np.bincount(owner[keep], minlength=len(market.symbols))))
+    )
+    bars = market.bars[keep]
+    from_idx, to_idx = calc.change_indices(bars["date"], bounds, end, query.period)
+    in_scope = np.ones(len(market.symbols), dtype=bool)
+    if query.sector is not None:
+        wanted = query.sector.strip().casefold()
+        sectors = market.meta["sector"]
+        in_scope = np.array([(s or "").casefold() == wanted for s in sectors], dtype=bool)
+    return market, bars, from_idx, to_idx, in_scope
 
 
 @bp.get(
@@ -126,25 +148,12 @@ MOVERS_DOC = (
 )
 def movers(query: MoversParams) -> Response:
     r = context.prices_db()
-    end = query.date or storage.latest_stored_day(r)
-    if end is None:
+    latest = storage.latest_stored_day(r)
+    if latest is None:
         raise ApiError(404, "no_data", "no ticker is stored")
-    market = storage.read_market_window(
-        r, calc.period_start(end, query.period), end, ("name", "sector")
-    )
-    # The rule of /change for every ticker at once: bars with a close, then the indices.
-    keep = np.isfinite(market.bars["close"])
-    owner = np.searchsorted(market.bounds, np.arange(len(keep)), side="right") - 1
-    bounds = np.concatenate(
-        ([0], np.cumsum(np.bincount(owner[keep], minlength=len(market.symbols))))
-    )
-    bars = market.bars[keep]
-    from_idx, to_idx = calc.change_indices(bars["date"], bounds, end, query.period)
-    names, sectors = market.meta["name"], market.meta["sector"]
-    in_scope = np.ones(len(market.symbols), dtype=bool)
-    if query.sector is not None:
-        wanted = query.sector.strip().casefold()
-        in_scope = np.array([(s or "").casefold() == wanted for s in sectors], dtype=bool)
+    # a date after the data: as of the last stored day (see analytics.within_data)
+    end = min(query.date, latest) if query.date else latest
+    market, bars, from_idx, to_idx, in_scope = change_window(r, end, query)
     chosen = in_scope & (from_idx >= 0) & (to_idx >= 0)
     if not chosen.any():
         raise ApiError(
@@ -156,6 +165,7 @@ def movers(query: MoversParams) -> Response:
     ranked = np.flatnonzero(to_days == market_day)  # in symbol order
     figures = calc.change_columns(bars["close"], from_idx[ranked], to_idx[ranked])
     pct = figures["change_pct"]
+    names, sectors = market.meta["name"], market.meta["sector"]
 
     def mover(k: int) -> dict:
         i = ranked[k]
