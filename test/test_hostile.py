@@ -3,22 +3,26 @@
 
 from __future__ import annotations
 
+import enum
 import gzip
 import json
 import signal
 import subprocess
 import sys
 import time
+from typing import Literal
 
 import numpy as np
+import pydantic
 import pytest
 import redis
 from conftest import business_days, random_bars, store, wait_for
 
 from stocks import storage
 from stocks.api.app import create_app
+from stocks.api.errors import validation_error_response
 from stocks.config import Settings
-from stocks.jobs import JobQueue
+from stocks.jobs import STATUSES, JobQueue
 from stocks.redis_server import RedisServer, env_with_redis
 
 KEY = "hostile-test-key"
@@ -252,6 +256,26 @@ def test_any_routing_redirect_left_is_a_json_404(app):
     resp = app.test_client().get("/probe", headers={"Host": "evil.example"})
     assert resp.status_code == 404 and "Location" not in resp.headers
     assert resp.get_json()["error"]["code"] == "not_found"
+
+
+def test_every_enum_in_a_validation_message_reads_as_its_value():
+    class Size(enum.IntEnum):
+        SMALL = 1
+        LARGE = 2
+
+    class Form(pydantic.BaseModel):
+        size: Literal[tuple(Size)]  # type: ignore[valid-type]
+        status: Literal[STATUSES]  # type: ignore[valid-type]
+
+    with pytest.raises(pydantic.ValidationError) as failed:
+        Form(size=3, status="bogus")
+    reasons = [
+        p["reason"] for p in validation_error_response(failed.value).get_json()["error"]["errors"]
+    ]
+    assert reasons == [
+        "Input should be 1 or 2",
+        "Input should be 'queued', 'running', 'finished', 'failed' or 'cancelled'",
+    ]
 
 
 def test_monthly_volume_sums_never_overflow_whatever_is_stored(client, r0):
