@@ -28,7 +28,7 @@ from stocks.api import (
 )
 from stocks.api.docs import order_tags
 from stocks.api.errors import register_error_handlers, validation_error_response
-from stocks.api.json_body import StrictJSONProvider
+from stocks.api.json_body import JSONBodyRequest, StrictJSONProvider
 from stocks.api.models import ErrorBody
 from stocks.config import Settings
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
         doc_prefix="/docs",
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.request_class = JSONBodyRequest  # a body that is not JSON: 415 on every route
     app.json = StrictJSONProvider(app)
     app.json.sort_keys = False
     app.config.update(config or {})
