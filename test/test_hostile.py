@@ -191,6 +191,7 @@ MISLEADING = [
         400,
         "limit",
     ),
+    ("a repeated parameter, no route", lambda c: c.get("/no/route?x=1&x=2"), 404, "no such route"),
 ]
 CASES = [(*row, None) for row in ROWS] + MISLEADING
 
