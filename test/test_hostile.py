@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import enum
+import gzip
 import json
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import numpy as np
+import pydantic
 import pytest
 import redis
 from conftest import business_days, random_bars, store, wait_for
@@ -19,8 +23,9 @@ from test_api_server import start_server, stop_server
 
 from stocks import storage
 from stocks.api.app import create_app
+from stocks.api.errors import validation_error_response
 from stocks.config import Settings
-from stocks.jobs import JobQueue
+from stocks.jobs import STATUSES, JobQueue
 from stocks.redis_server import RedisServer, env_with_redis
 
 KEY = "hostile-test-key"
@@ -80,19 +85,201 @@ def post(client, body: str):
     return client.post("/jobs", data=data.replace(b"\\\\udfff", b"\\udfff"), headers=JSON)
 
 
-@pytest.mark.parametrize(("what", "send", "status"), ROWS, ids=[r[0] for r in ROWS])
-def test_bad_input_is_a_clear_4xx_and_harms_nothing(client, r0, what, send, status):
+BAR_URL = "/tickers/AAPL/prices/2018-01-02"
+BAR_TEXT = json.dumps(BAR)
+NOT_JSON = "send the body as application/json"
+# Answers that misled (a redirect built from the Host header, enum reprs, a 400 about the
+# model for a body of the wrong type, a UTF-8 error for gzip, a duplicate key taken
+# silently, a repeated parameter taken silently), each with what the message must say.
+MISLEADING = [
+    (
+        "a double slash: no redirect built from Host",
+        lambda c: c.get("/tickers/AAPL//stats", headers={"Host": "evil.example"}),
+        404,
+        "no such route",
+    ),
+    (
+        "an authorised DELETE with a double slash",
+        lambda c: c.delete("/tickers/AAPL//prices/2017-03-01", headers=AUTH),
+        404,
+        "no such route",
+    ),
+    ("..%2F", lambda c: c.get("/tickers/..%2F/prices/2017-03-01"), 404, "no such route"),
+    (
+        "status=bogus names the statuses, not enum reprs",
+        lambda c: c.get("/jobs?status=bogus", headers=AUTH),
+        400,
+        "status: Input should be 'queued', 'running'",
+    ),
+    (
+        "PUT of JSON as text/plain",
+        lambda c: c.put(BAR_URL, data=BAR_TEXT, headers=AUTH, content_type="text/plain"),
+        415,
+        NOT_JSON,
+    ),
+    ("PUT of a form", lambda c: c.put(BAR_URL, data=BAR, headers=AUTH), 415, NOT_JSON),
+    (
+        "PUT with no Content-Type",
+        lambda c: c.put(BAR_URL, data=BAR_TEXT, headers=AUTH),
+        415,
+        NOT_JSON,
+    ),
+    (
+        "POST /jobs of JSON as text/plain",
+        lambda c: c.post("/jobs", data=job(), content_type="text/plain"),
+        415,
+        NOT_JSON,
+    ),
+    (
+        "PUT gzipped",
+        lambda c: c.put(
+            BAR_URL,
+            data=gzip.compress(BAR_TEXT.encode()),
+            headers={**AUTH, **JSON, "Content-Encoding": "gzip"},
+        ),
+        415,
+        "Content-Encoding gzip is not supported",
+    ),
+    (
+        "POST /jobs gzipped",
+        lambda c: c.post(
+            "/jobs",
+            data=gzip.compress(job().encode()),
+            headers={**JSON, "Content-Encoding": "gzip"},
+        ),
+        415,
+        "Content-Encoding gzip is not supported",
+    ),
+    (
+        "invalid UTF-8",
+        lambda c: c.post("/jobs", data=b'{"kind": "line\xff", "symbols": ["AAPL"]}', headers=JSON),
+        400,
+        "the body is not valid UTF-8",
+    ),
+    (
+        "a duplicate key",
+        lambda c: post(c, '{"kind": "line", "kind": "candlestick", "symbols": ["AAPL"]}'),
+        400,
+        "duplicate key 'kind'",
+    ),
+    (
+        "a duplicate key, nested",
+        lambda c: post(
+            c, '{"kind": "line", "symbols": ["AAPL"], "options": {"width": 300, "width": 400}}'
+        ),
+        400,
+        "duplicate key 'width'",
+    ),
+    (
+        "a duplicate key in a bar",
+        lambda c: put(c, "2018-01-02", BAR_TEXT[:-1] + ', "close": 10.7}'),
+        400,
+        "duplicate key 'close'",
+    ),
+    (
+        "colons in text, no duplicate key",
+        lambda c: post(c, job(options={"title": 'AAPL: "2017: a year"'})),
+        202,
+        None,
+    ),
+    (
+        "a repeated parameter",
+        lambda c: c.get("/tickers/AAPL/prices?limit=5&limit=7"),
+        400,
+        "limit",
+    ),
+    (
+        "a repeated parameter of /jobs",
+        lambda c: c.get("/jobs?limit=1&limit=2", headers=AUTH),
+        400,
+        "limit",
+    ),
+    ("a repeated parameter, no route", lambda c: c.get("/no/route?x=1&x=2"), 404, "no such route"),
+]
+CASES = [(*row, None) for row in ROWS] + MISLEADING
+
+
+@pytest.mark.parametrize(("what", "send", "status", "says"), CASES, ids=[r[0] for r in CASES])
+def test_bad_input_is_a_clear_4xx_and_harms_nothing(client, r0, what, send, status, says):
     before = storage.read_series(r0, "AAPL")[1].tobytes()
     resp = send(client)
     assert resp.status_code == status, resp.data
+    assert "Location" not in resp.headers or status == 202
     body = resp.get_json()
     if status >= 400:
         assert body["error"]["status"] == status and body["error"]["message"]
+        assert says is None or says in body["error"]["message"], body
         assert storage.read_series(r0, "AAPL")[1].tobytes() == before  # untouched
         assert (
             JobQueue(Settings(redis_url=client.application.config["SETTINGS"].redis_url)).count()
             == 0
         )
+
+
+SAMPLE_VALUES = {"symbol": "AAPL", "date": "2017-03-01", "name": "sma", "filename": "x.js"}
+
+
+def slash_variants(path: str) -> set[str]:
+    """``path`` with each slash doubled, with a slash added at the end, and without its own."""
+    variants = {path[:i] + "/" + path[i:] for i, ch in enumerate(path) if ch == "/"}
+    variants |= {path + "/", path.rstrip("/") or "/"}
+    return variants - {path}
+
+
+def test_no_route_answers_a_redirect_whatever_its_slashes(client, app):
+    """Werkzeug's redirects (merged slashes, a missing trailing slash) answer HTML with a
+    Location built from the client's Host header; every variant of every route is a JSON
+    answer instead, without a Location."""
+    paths = {}
+    for rule in app.url_map.iter_rules():
+        path = rule.rule
+        for name in rule.arguments:
+            path = path.replace(f"<{name}>", SAMPLE_VALUES.get(name, "x"))
+            path = path.replace(f"<path:{name}>", SAMPLE_VALUES.get(name, "x"))
+        paths.setdefault(path, set()).update(rule.methods - {"HEAD", "OPTIONS"})
+    seen = 0
+    for path, methods in paths.items():
+        for method in sorted(methods):
+            for variant in slash_variants(path) - paths.keys():
+                resp = client.open(
+                    variant, method=method, headers={**AUTH, "Host": "evil.example"}, json={}
+                )
+                assert not 300 <= resp.status_code < 400, (method, variant)
+                assert "Location" not in resp.headers, (method, variant)
+                assert resp.mimetype == "application/json" or resp.status_code < 300
+                seen += 1
+    assert seen > 100
+    # the one redirect of the API's own, a fixed path for browsers (not built from Host)
+    docs = client.get("/docs", headers={"Host": "evil.example"})
+    assert docs.status_code == 302 and docs.headers["Location"] == "/docs/swagger"
+
+
+def test_any_routing_redirect_left_is_a_json_404(app):
+    """A rule ending in a slash, asked for without it, would be werkzeug's 308 too."""
+    app.add_url_rule("/probe/", "probe", lambda: "found")
+    resp = app.test_client().get("/probe", headers={"Host": "evil.example"})
+    assert resp.status_code == 404 and "Location" not in resp.headers
+    assert resp.get_json()["error"]["code"] == "not_found"
+
+
+def test_every_enum_in_a_validation_message_reads_as_its_value():
+    class Size(enum.IntEnum):
+        SMALL = 1
+        LARGE = 2
+
+    class Form(pydantic.BaseModel):
+        size: Literal[tuple(Size)]  # type: ignore[valid-type]
+        status: Literal[STATUSES]  # type: ignore[valid-type]
+
+    with pytest.raises(pydantic.ValidationError) as failed:
+        Form(size=3, status="bogus")
+    reasons = [
+        p["reason"] for p in validation_error_response(failed.value).get_json()["error"]["errors"]
+    ]
+    assert reasons == [
+        "Input should be 1 or 2",
+        "Input should be 'queued', 'running', 'finished', 'failed' or 'cancelled'",
+    ]
 
 
 def test_monthly_volume_sums_never_overflow_whatever_is_stored(client, r0):

@@ -127,11 +127,11 @@ def test_invalid_bar_is_400(client, r0, body, field):
     assert storage.get_meta(r0, "BRK.B")["version"] == before["version"]
 
 
-def test_put_non_json_and_bad_date_are_400(client):
+def test_put_non_json_is_415_and_bad_date_400(client):
     resp = client.put(
         "/tickers/BRK.B/prices/2016-01-05", data="open=1", headers=AUTH, content_type="text/plain"
     )
-    assert resp.status_code == 400
+    assert resp.status_code == 415  # as POST /jobs: the media type, not the model, is wrong
     assert client.put("/tickers/BRK.B/prices/2016-02-30", json=BAR, headers=AUTH).status_code == 400
 
 

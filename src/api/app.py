@@ -26,9 +26,9 @@ from stocks.api import (
     price_routes,
     service_routes,
 )
-from stocks.api.docs import order_tags
+from stocks.api.docs import document_body_errors, order_tags
 from stocks.api.errors import register_error_handlers, validation_error_response
-from stocks.api.json_body import StrictJSONProvider
+from stocks.api.json_body import JSONBodyRequest, StrictJSONProvider
 from stocks.api.models import ErrorBody
 from stocks.config import Settings
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
         doc_prefix="/docs",
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.request_class = JSONBodyRequest  # a body that is not JSON: 415 on every route
     app.json = StrictJSONProvider(app)
     app.json.sort_keys = False
     app.config.update(config or {})
@@ -69,6 +70,7 @@ def create_app(settings: Settings, config: dict | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_api(blueprint)
     order_tags(app)
+    document_body_errors(app)
     page.register(app)
 
     answer_cache.init_app(app, max_bytes=settings.api_cache_mb * 1024 * 1024)

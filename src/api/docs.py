@@ -1,4 +1,5 @@
-"""What the blueprints share in the OpenAPI document: its tags, and how operations are named.
+"""What the blueprints share in the OpenAPI document: its tags, how operations are named,
+and the answers every request body may get.
 
 The tags are listed here, in the order the Swagger UI shows them; ``TAGS`` keeps that
 order whatever order the blueprints are registered in.
@@ -7,7 +8,10 @@ order whatever order the blueprints are registered in.
 from __future__ import annotations
 
 from flask_openapi3 import OpenAPI, Tag
-from flask_openapi3.utils import get_operation_id_for_path
+from flask_openapi3.models import Operation
+from flask_openapi3.utils import get_operation_id_for_path, get_responses
+
+from stocks.api.models import ErrorBody
 
 TAG_WRITES = Tag(name="writes", description="add, replace or remove one bar (API key)")
 TAG_PROBES = Tag(name="probes", description="liveness and readiness")
@@ -29,3 +33,15 @@ def plain_operation_id(*, name: str, path: str, method: str) -> str:
 def order_tags(app: OpenAPI) -> None:
     """List the document's tags in ``TAGS`` order (flask-openapi3 keeps first-seen order)."""
     app.tags.sort(key=lambda tag: TAGS.index(tag) if tag in TAGS else len(TAGS))
+
+
+def document_body_errors(app: OpenAPI) -> None:
+    """Every operation that takes a body documents 413 and 415: ``MAX_CONTENT_LENGTH`` and
+    ``stocks.api.json_body`` answer them for any route, whatever its own list says."""
+    made = Operation()
+    get_responses({"413": ErrorBody, "415": ErrorBody}, app.components_schemas, made)
+    for item in app.paths.values():
+        for operation in (item.post, item.put, item.patch):
+            if operation is not None and operation.requestBody is not None:
+                for status, response in made.responses.items():
+                    operation.responses.setdefault(status, response)

@@ -8,6 +8,7 @@ shape, and anything unexpected becomes a logged 500 with no traceback in the bod
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 import redis
@@ -69,12 +70,21 @@ def http_error_code(status: int) -> str:
     return _HTTP_CODES.get(status, "http_error")
 
 
+# pydantic names an allowed enum member by its repr: <Status.QUEUED: 'queued'>
+_ENUM_REPR = re.compile(r"<[A-Za-z_][\w.]*: ('[^']*'|-?[\d.]+)>")
+
+
+def plain_reason(msg: str) -> str:
+    """A validation message with enum members as the values a client sends ('queued')."""
+    return _ENUM_REPR.sub(r"\1", msg)
+
+
 def validation_error_response(e: ValidationError) -> Response:
     """pydantic failures → 400 naming each bad field and why."""
     problems = [
         {
             "field": ".".join(str(p) for p in err["loc"]) or None,
-            "reason": err["msg"],
+            "reason": plain_reason(err["msg"]),
         }
         for err in e.errors(include_url=False, include_input=False)
     ]

@@ -1,8 +1,8 @@
 """The job API: POST a chart request, poll its status, download the image, cancel or delete.
 
 The body is checked in two steps: the media type and JSON syntax first (415 and 400 with
-their own codes, before flask-openapi3 would turn both into a generic validation error),
-then the pydantic model (``job_models``). Symbols must be loaded (404 otherwise) and are
+their own codes, ``stocks.api.json_body``, as for every JSON body), then the pydantic
+model (``job_models``). Symbols must be loaded (404 otherwise) and are
 stored in canonical form, so identical requests have identical params and share a cache
 key: kind, params and the data version of every series the chart reads.
 """
@@ -13,9 +13,8 @@ import datetime as dt
 import hashlib
 
 import orjson
-from flask import Response, request
+from flask import Response
 from flask_openapi3 import APIBlueprint
-from werkzeug.exceptions import BadRequest
 
 from stocks import storage
 from stocks.api import auth, context
@@ -61,22 +60,6 @@ def _not_found(job_id: str) -> ApiError:
 
 
 bp = APIBlueprint("jobs", __name__, operation_id_callback=plain_operation_id)
-
-
-# --- request checks ----------------------------------------------------------------------
-
-
-@bp.before_request
-def check_json_body() -> None:
-    """POST /jobs: 415 unless the body is declared JSON, 400 when it does not parse."""
-    if request.method != "POST" or request.url_rule is None or request.url_rule.rule != "/jobs":
-        return
-    if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the job as application/json")
-    try:
-        request.get_json()
-    except BadRequest as e:
-        raise ApiError(400, "invalid_json", e.description or "the body is not valid JSON") from None
 
 
 def canonical_symbols(r0, raw: list[str]) -> list[str]:
