@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -11,11 +12,17 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
+import pytest
+import redis
 from conftest import wait_for
 
 from stocks import devrun
 from stocks.config import mask_url
+from stocks.keys import QUEUE_DB, WORKERS_KEY
 from stocks.redis_server import RedisServer, free_port, ping
 
 PASSWORD = "pw-" + secrets.token_hex(8)
@@ -40,15 +47,29 @@ def ready(base: str) -> bool:
         return False
 
 
-def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_path):
+@dataclass
+class Run:
+    proc: subprocess.Popen
+    lines: list[str]  # its output, read as it comes: a full pipe would block the children
+    reader: threading.Thread
+    base: str  # the API
+    redis_url: str
+
+    def output(self) -> str:
+        """All it printed (once it exited)."""
+        self.reader.join(timeout=10)
+        return "".join(self.lines)
+
+
+def start_run(tmp_path: Path) -> Run:
+    """`stocks run` in ``tmp_path`` on two CSV tickers, in its own session as from a
+    terminal."""
     data = tmp_path / "prices"
     data.mkdir()
     for symbol in ("AAPL", "MSFT"):
         (data / f"{symbol}.csv").write_text(CSV)
-    redis_port = free_port()
-    redis_url = f"redis://:{PASSWORD}@127.0.0.1:{redis_port}"
+    redis_url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}"
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_DATA_DIR": str(data)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "stocks.cli", "run", "--port", str(port)],
@@ -59,9 +80,16 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
         text=True,
         start_new_session=True,
     )
-    lines: list[str] = []  # read as they come: a full pipe would block the children
+    lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
+    return Run(proc, lines, reader, f"http://127.0.0.1:{port}", redis_url)
+
+
+def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_path):
+    run = start_run(tmp_path)
+    proc, lines, base, redis_url = run.proc, run.lines, run.base, run.redis_url
+    redis_port = urlparse(redis_url).port
     try:
         wait_for(lambda: ready(base), 90, "/ready")
         assert ping(redis_url)  # the password in REDIS_URL is the one it set
@@ -90,8 +118,7 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
         proc.wait(timeout=90)
-        reader.join(timeout=10)
-    output = "".join(lines)
+    output = run.output()
 
     assert proc.returncode == 0, output
     assert f"API ready at {base}" in output
@@ -127,3 +154,91 @@ def test_no_command_prints_the_password(tmp_path):
     assert PASSWORD not in load.stdout + load.stderr
     assert "***" in mask_url(url) and PASSWORD not in mask_url(url)
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (children, theirs, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return {p for p in found if running(p)}
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (nobody may reap an orphan here: PID 1 is not init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_killed_or_hung_up_run_leaves_no_process_behind(tmp_path, signum):
+    """SIGHUP (its terminal closed) stops all as SIGTERM does, exit 0; after a SIGKILL the
+    kernel sends each child SIGTERM: the redis-server, the API and the worker all end, and
+    Redis shuts down as cleanly as when asked."""
+    run = start_run(tmp_path)
+    children: set[int] = set()
+    try:
+        wait_for(lambda: ready(run.base), 90, "/ready")
+        queue_db = redis.Redis.from_url(run.redis_url, db=QUEUE_DB)
+        wait_for(lambda: queue_db.zcard(WORKERS_KEY), 60, "the worker to register")
+        children = descendants(run.proc.pid)
+        redis_pid = queue_db.info("server")["process_id"]
+        assert redis_pid in children and len(children) >= 4  # redis, API (+ its workers), worker
+        os.kill(run.proc.pid, signum)
+        run.proc.wait(timeout=60)
+        wait_for(lambda: not any(running(p) for p in children), 30, "every child to end")
+    finally:
+        for pid in children | descendants(run.proc.pid):  # none, unless the test failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+    output = run.output()
+    if signum == signal.SIGHUP:
+        assert run.proc.returncode == 0, output
+        assert "[stocks run] stopping" in output and "stopped redis-server" in output
+    else:
+        assert run.proc.returncode == -signal.SIGKILL
+    redis_dir = tmp_path / ".run" / "redis"
+    assert "Redis is now ready to exit" in (redis_dir / "redis.log").read_text()
+    assert PASSWORD not in output
+    assert RedisServer(redis_dir).aof_files() and (redis_dir / "redis.log").is_file()
+    assert open_to_others(tmp_path / ".run") == {}
+
+
+def open_to_others(folder: Path) -> dict[str, str]:
+    """``folder`` and what is in it that is not its owner's alone (folders 0700, files
+    0600): name -> mode."""
+    found = {}
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found[str(path.relative_to(folder.parent))] = oct(mode)
+    return found
+
+
+def test_the_redis_folder_and_files_are_its_owners_alone(tmp_path):
+    """The AOF holds job ids (read-or-delete capabilities): no one else may read it, even
+    in a folder an older version made open (0755)."""
+    folder = tmp_path / "redis"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    server = RedisServer(folder, appendonly=True).start()
+    try:
+        redis.Redis.from_url(server.url).set("job:x", "1")
+    finally:
+        server.stop()
+    assert server.aof_files() and (folder / "redis.log").is_file()
+    assert open_to_others(folder) == {}
