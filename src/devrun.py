@@ -33,7 +33,10 @@ YAHOO_PROBE = "https://query2.finance.yahoo.com/v8/finance/chart/SPY?range=1d"
 
 
 def say(message: str) -> None:
-    print(f"[stocks run] {message}", flush=True)
+    try:
+        print(f"[stocks run] {message}", flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): stopping the children matters more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
 
 
 def run_dir() -> Path:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -61,9 +63,8 @@ class Run:
         return "".join(self.lines)
 
 
-def start_run(tmp_path: Path) -> Run:
-    """`stocks run` in ``tmp_path`` on two CSV tickers, in its own session as from a
-    terminal."""
+def run_command(tmp_path: Path) -> tuple[list[str], dict[str, str], str, str]:
+    """`stocks run` on two CSV tickers in ``tmp_path``: (argv, env, API base, Redis URL)."""
     data = tmp_path / "prices"
     data.mkdir()
     for symbol in ("AAPL", "MSFT"):
@@ -71,8 +72,15 @@ def start_run(tmp_path: Path) -> Run:
     redis_url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}"
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_DATA_DIR": str(data)}
+    argv = [sys.executable, "-m", "stocks.cli", "run", "--port", str(port)]
+    return argv, env, f"http://127.0.0.1:{port}", redis_url
+
+
+def start_run(tmp_path: Path) -> Run:
+    """`stocks run` in ``tmp_path``, in its own session as from a terminal."""
+    argv, env, base, redis_url = run_command(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stocks.cli", "run", "--port", str(port)],
+        argv,
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -83,7 +91,7 @@ def start_run(tmp_path: Path) -> Run:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
-    return Run(proc, lines, reader, f"http://127.0.0.1:{port}", redis_url)
+    return Run(proc, lines, reader, base, redis_url)
 
 
 def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_path):
@@ -181,6 +189,29 @@ def running(pid: int) -> bool:
         return False
 
 
+def children_when_up(pid: int, base: str, redis_url: str, poll=lambda: True) -> set[int]:
+    """Every process under ``pid`` once its API is ready and its worker registered
+    (``poll``: called while waiting); the redis-server among them."""
+    wait_for(lambda: poll() and ready(base), 90, "/ready")
+    queue_db = redis.Redis.from_url(redis_url, db=QUEUE_DB)
+    wait_for(lambda: poll() and queue_db.zcard(WORKERS_KEY), 60, "the worker to register")
+    children = descendants(pid)
+    assert queue_db.info("server")["process_id"] in children
+    assert len(children) >= 4  # redis-server, API (and its workers), worker (and its child)
+    return children
+
+
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL what is left of ``pids`` (nothing, unless a test failed)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def redis_log(tmp_path: Path) -> str:
+    return (tmp_path / ".run" / "redis" / "redis.log").read_text()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
 def test_killed_or_hung_up_run_leaves_no_process_behind(tmp_path, signum):
     """SIGHUP (its terminal closed) stops all as SIGTERM does, exit 0; after a SIGKILL the
@@ -189,19 +220,12 @@ def test_killed_or_hung_up_run_leaves_no_process_behind(tmp_path, signum):
     run = start_run(tmp_path)
     children: set[int] = set()
     try:
-        wait_for(lambda: ready(run.base), 90, "/ready")
-        queue_db = redis.Redis.from_url(run.redis_url, db=QUEUE_DB)
-        wait_for(lambda: queue_db.zcard(WORKERS_KEY), 60, "the worker to register")
-        children = descendants(run.proc.pid)
-        redis_pid = queue_db.info("server")["process_id"]
-        assert redis_pid in children and len(children) >= 4  # redis, API (+ its workers), worker
+        children = children_when_up(run.proc.pid, run.base, run.redis_url)
         os.kill(run.proc.pid, signum)
         run.proc.wait(timeout=60)
         wait_for(lambda: not any(running(p) for p in children), 30, "every child to end")
     finally:
-        for pid in children | descendants(run.proc.pid):  # none, unless the test failed
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(children | descendants(run.proc.pid))
         if run.proc.poll() is None:
             run.proc.kill()
             run.proc.wait()
@@ -211,10 +235,9 @@ def test_killed_or_hung_up_run_leaves_no_process_behind(tmp_path, signum):
         assert "[stocks run] stopping" in output and "stopped redis-server" in output
     else:
         assert run.proc.returncode == -signal.SIGKILL
-    redis_dir = tmp_path / ".run" / "redis"
-    assert "Redis is now ready to exit" in (redis_dir / "redis.log").read_text()
+    assert "Redis is now ready to exit" in redis_log(tmp_path)
     assert PASSWORD not in output
-    assert RedisServer(redis_dir).aof_files() and (redis_dir / "redis.log").is_file()
+    assert RedisServer(tmp_path / ".run" / "redis").aof_files()
     assert open_to_others(tmp_path / ".run") == {}
 
 
@@ -242,3 +265,36 @@ def test_the_redis_folder_and_files_are_its_owners_alone(tmp_path):
         server.stop()
     assert server.aof_files() and (folder / "redis.log").is_file()
     assert open_to_others(folder) == {}
+
+
+def test_closing_its_terminal_stops_all_cleanly(tmp_path):
+    """The real hangup: `stocks run` on a pseudo-terminal that then closes. It gets SIGHUP
+    and its output fails (EIO), yet it stops every child and exits 0."""
+    argv, env, base, redis_url = run_command(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its own session, the pty its controlling terminal
+        try:
+            os.chdir(tmp_path)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    children, status = {pid}, None
+    try:
+        # its output read meanwhile: a full terminal would block the writers
+        children |= children_when_up(pid, base, redis_url, poll=lambda: drain(terminal))
+        os.close(terminal)  # the terminal window closes
+        status = os.waitpid(pid, 0)[1]
+        children.discard(pid)  # reaped: its number may be reused
+        wait_for(lambda: not any(running(p) for p in children), 30, "every child to end")
+    finally:
+        kill_all(children)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "Redis is now ready to exit" in redis_log(tmp_path)
+
+
+def drain(fd: int) -> bool:
+    """Read what a terminal has to show now, without waiting for more."""
+    with contextlib.suppress(OSError):  # EIO: nobody has it open any more
+        while select.select([fd], [], [], 0)[0] and os.read(fd, 65536):
+            pass
+    return True
