@@ -4,8 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from stocks.config import Settings
+
+
+def bounded_int(low: int, high: int | None, rule: str) -> Callable[[str], int]:
+    """An argparse type: an int in [low, high] (``rule`` says so in words), so that a bad
+    number is a usage error (exit 2), not a traceback from a socket or a silent default."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value}: must be {rule}")
+        return value
+
+    return parse
+
+
+PORT = bounded_int(1, 65535, "a port from 1 to 65535")
+PORT_OR_OFF = bounded_int(0, 65535, "a port from 1 to 65535, or 0 (off)")
+COUNT = bounded_int(1, None, "at least 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,16 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the HTTP API (granian; STOCKS_WORKER_CLASS)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=5000)
-    serve.add_argument("--workers", type=int, default=None, help="default: cores + 1")
+    serve.add_argument("--port", type=PORT, default=5000, help="1-65535")
+    serve.add_argument("--workers", type=COUNT, default=None, help="default: cores + 1")
 
     worker = sub.add_parser("worker", help="run chart workers")
-    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    worker.add_argument("--concurrency", type=COUNT, default=1, help="worker processes (>= 1)")
     worker.add_argument(
         "--health-port",
         "--metrics-port",
         dest="health_port",
-        type=int,
+        type=PORT_OR_OFF,
         default=None,
         help="serve GET /health and GET /metrics on this port (0: off)",
     )
@@ -37,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     autoscale.add_argument("--deployment", default="stocks-worker")
     autoscale.add_argument("--namespace", default=None, help="default: the pod's own")
     autoscale.add_argument(
-        "--health-port", type=int, default=None, help="serve GET /health here (0: off)"
+        "--health-port", type=PORT_OR_OFF, default=None, help="serve GET /health here (0: off)"
     )
 
     run = sub.add_parser("run", help="Redis if needed, data if empty, API and a worker")
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=5000)
+    run.add_argument("--port", type=PORT, default=5000, help="the API's, 1-65535")
 
     status = sub.add_parser("status", help="what Redis, the data, the queue and workers are doing")
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")

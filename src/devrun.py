@@ -2,8 +2,10 @@
 
 Uses the Redis at REDIS_URL when it answers, else starts a real redis-server with AOF
 under ``.run/``; loads prices when DB 0 is empty (../shared/data, else Yahoo, else
-synthetic); then serves the API with one chart worker until Ctrl-C, which stops all
-it started.
+synthetic); then serves the API with one chart worker until Ctrl-C (or SIGTERM, or
+SIGHUP when its terminal closes), which stops all it started. Should this process die
+without a word (SIGKILL), each child is sent SIGTERM by the kernel (stocks.lifetime), so
+no redis-server, API or worker outlives it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from stocks import storage
+from stocks import lifetime, storage
 from stocks.config import LOCAL_PASSWORD_FILE, Settings, mask_url
 from stocks.keys import STOCKS_DB
 from stocks.redis_server import RedisServer, env_with_redis, ping
@@ -30,7 +33,17 @@ YAHOO_PROBE = "https://query2.finance.yahoo.com/v8/finance/chart/SPY?range=1d"
 
 
 def say(message: str) -> None:
-    print(f"[stocks run] {message}", flush=True)
+    try:
+        print(f"[stocks run] {message}", flush=True)
+    except OSError:  # the terminal is gone (SIGHUP): stopping the children matters more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+
+
+def run_dir() -> Path:
+    """``.run/``, the owner's alone: it holds the Redis password, its AOF and its log."""
+    RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    RUN_DIR.chmod(0o700)
+    return RUN_DIR
 
 
 def local_password(parsed_password: str | None) -> str:
@@ -41,7 +54,7 @@ def local_password(parsed_password: str | None) -> str:
     path = LOCAL_PASSWORD_FILE
     if path.exists():
         return path.read_text().strip()
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    run_dir()
     password = secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -72,11 +85,12 @@ def ensure_redis(settings: Settings) -> RedisServer | None:
             "(a wrong password?): set REDIS_URL"
         )
     server = RedisServer(
-        RUN_DIR / "redis",
+        run_dir() / "redis",
         port=port,
         appendonly=True,
         password=local_password(parsed.password),
         maxmemory_mb=settings.redis_maxmemory_mb,
+        end_with_parent=True,
     ).start()
     say(
         f"started redis-server on {mask_url(server.url)} (AOF under {RUN_DIR / 'redis'}; "
@@ -100,6 +114,12 @@ def stocks_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "stocks.cli", *args]
 
 
+def load(*args: str, env: dict[str, str], check: bool = False) -> None:
+    """``stocks load <args>``, which ends (SIGTERM) should this process be killed."""
+    hook = partial(lifetime.end_with_parent, os.getpid())
+    subprocess.run(stocks_command("load", *args), env=env, check=check, preexec_fn=hook)
+
+
 def load_if_empty(settings: Settings) -> None:
     r = settings.redis(STOCKS_DB)
     count = storage.count_symbols(r)
@@ -110,15 +130,13 @@ def load_if_empty(settings: Settings) -> None:
     env = env_with_redis(settings.redis_url)
     if data_dir.is_dir():
         say(f"loading CSV files from {data_dir}")
-        subprocess.run(stocks_command("load", "--source", "csv", "--path", str(data_dir)), env=env)
+        load("--source", "csv", "--path", str(data_dir), env=env)
     elif yahoo_reachable():
         say("loading the S&P 500 from Yahoo Finance (5 years)")
-        subprocess.run(
-            stocks_command("load", "--source", "yahoo", "--sp500", "--period", "5y"), env=env
-        )
+        load("--source", "yahoo", "--sp500", "--period", "5y", env=env)
     if storage.count_symbols(r) == 0:
         say("no real data available: loading synthetic prices (the API labels them synthetic)")
-        subprocess.run(stocks_command("load", "--source", "synthetic"), check=True, env=env)
+        load("--source", "synthetic", env=env, check=True)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> bool:
@@ -151,30 +169,38 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def start_child(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """``stocks <args>`` in its own process group, sent SIGTERM if this process dies.
+
+    Its own group: Ctrl-C reaches only this process, which then stops each child with one
+    SIGTERM (the server's master passes it on to its workers, which finish the requests in
+    flight). A server worker that got the terminal's SIGINT and its master's signal as
+    well could stall in its shutdown.
+    """
+    return subprocess.Popen(
+        stocks_command(*args),
+        process_group=0,
+        env=env,
+        preexec_fn=partial(lifetime.end_with_parent, os.getpid()),
+    )
+
+
 def run(settings: Settings, host: str, port: int) -> int:
-    # SIGTERM (kill, a supervisor, `timeout`) stops everything just like Ctrl-C does, and
-    # so does SIGINT even when a non-interactive parent shell started us ignoring it.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    # SIGTERM (kill, a supervisor, `timeout`) and SIGHUP (the terminal closed) stop
+    # everything just like Ctrl-C does, and so does SIGINT even when a non-interactive
+    # parent shell started us ignoring it.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _interrupt)
     server = ensure_redis(settings)
     if server is not None:
         settings = settings.replace(redis_url=server.url)
     children: list[subprocess.Popen] = []
     try:
         load_if_empty(settings)
-        # Each child in its own process group: Ctrl-C reaches only this process, which
-        # then stops each child with one SIGTERM (the server's master passes it on to its
-        # workers, which finish the requests in flight). A server worker that got the
-        # terminal's SIGINT and its master's signal as well could stall in its shutdown.
         env = env_with_redis(settings.redis_url)
-        api = subprocess.Popen(
-            stocks_command("serve", "--host", host, "--port", str(port)), process_group=0, env=env
-        )
+        api = start_child("serve", "--host", host, "--port", str(port), env=env)
         children.append(api)
-        worker = subprocess.Popen(
-            stocks_command("worker", "--concurrency", "1"), process_group=0, env=env
-        )
-        children.append(worker)
+        children.append(start_child("worker", "--concurrency", "1", env=env))
         base = f"http://{host}:{port}"
         if not wait_healthy(base, api):
             say("the API did not come up; see its output above")

