@@ -159,7 +159,9 @@ def test_a_hung_redis_is_reported_in_seconds_not_waited_for(tmp_path):
                 assert item.startswith("Redis at redis://:***@127.0.0.1:")
                 assert "is unreachable: Timeout" in item
             else:
-                (line,) = run.stderr.splitlines()
+                *logged, line = run.stderr.splitlines()
                 assert line.startswith("stocks load: cannot reach Redis at redis://:***@")
+                # before it, at most the log line of the client noticing Redis is away
+                assert [json.loads(x)["event"] for x in logged] in ([], ["redis_away"])
     finally:
         server.stop(kill=True)
