@@ -13,6 +13,8 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+import time
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -23,3 +25,21 @@ def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent_pid:  # it died before prctl: nobody will signal us
         os._exit(0)
+
+
+def exit_after_parent(parent_pid: int, grace: float, every: float = 1.0) -> None:
+    """Exit at most ``grace`` s after the parent has died, whatever became of its signal.
+
+    For a process whose SIGTERM handling may not finish: a granian worker whose handler
+    ran while the worker's Rust side held what it needs stayed deadlocked in it, orphaned
+    and holding the port, after its master was killed. A daemon thread notices the
+    parent is gone (it is then a child of another process) and ends the process.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-after-parent", daemon=True).start()

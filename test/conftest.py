@@ -119,6 +119,31 @@ def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
     proc.wait()
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (children, theirs, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return {p for p in found if running(p)}
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (nobody may reap an orphan here: PID 1 is not init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 needs_shared = pytest.mark.skipif(
     not SP500_DIR.is_dir(), reason="../shared/data is absent (real S&P 500 data)"
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import business_days, random_bars, stop_process, wait_for
+from conftest import business_days, descendants, random_bars, running, stop_process, wait_for
 
 from stocks import storage
 from stocks.redis_server import free_port
@@ -270,8 +270,16 @@ def test_a_request_over_the_time_limit_answers_503_json():
 
 def test_workers_stop_when_the_master_is_killed(redis_url):
     port, proc = start_server(redis_url)
+    workers = descendants(proc.pid)
+    assert len(workers) == 3
     proc.kill()  # SIGKILL: the master cannot pass anything on to its workers
     proc.wait()
+    try:
+        # every worker process ends (a port that stops answering is not enough: a worker
+        # stuck in its shutdown keeps the socket but answers nothing)
+        wait_for(lambda: not any(running(pid) for pid in workers), 30, "the workers to end")
+    finally:
+        stop_server(proc)  # the group: nothing outlives the test even when it fails
 
     def port_closed() -> bool:
         try:

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import pytest
 import redis
-from conftest import wait_for
+from conftest import descendants, running, wait_for
 
 from stocks import devrun
 from stocks.config import mask_url
@@ -162,31 +162,6 @@ def test_no_command_prints_the_password(tmp_path):
     assert PASSWORD not in load.stdout + load.stderr
     assert "***" in mask_url(url) and PASSWORD not in mask_url(url)
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process under ``pid`` (children, theirs, ...), read from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended meanwhile
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return {p for p in found if running(p)}
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (nobody may reap an orphan here: PID 1 is not init)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def children_when_up(pid: int, base: str, redis_url: str, poll=lambda: True) -> set[int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import struct
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import random_bars, stop_process, store, wait_for
+from conftest import descendants, random_bars, running, stop_process, store, wait_for
 from worker_stub import FINISHED_KEY, RAN_KEY
 
 from stocks import jobs
@@ -280,20 +279,10 @@ def test_children_of_a_killed_supervisor_stop_by_themselves(tmp_path, redis_url)
     try:
         queue = JobQueue(Settings(redis_url=redis_url))
         wait_for(lambda: queue.stats()["workers"] == 2, 60, "two workers heartbeating")
-        children = subprocess.run(
-            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True
-        ).stdout.split()
+        children = descendants(supervisor.pid)
         assert len(children) >= 2
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait()
-
-        def gone(pid: str) -> bool:
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                return True
-            return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie
-
-        wait_for(lambda: all(gone(pid) for pid in children), 30, "the children to stop")
+        wait_for(lambda: not any(running(p) for p in children), 30, "the children to stop")
     finally:
         stop_process(supervisor)

@@ -35,7 +35,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 from stocks.api.buffered_wsgi import BufferedWsgi, Limits
 from stocks.api.errors import error_body, http_error_code
 from stocks.config import Settings, reset_clients
-from stocks.lifetime import end_with_parent
+from stocks.lifetime import end_with_parent, exit_after_parent
 
 GRANIAN_CLASSES = ("granian", "granian-wsgi")
 GRANIAN_LOGGERS = ("_granian", "granian.access")
@@ -153,6 +153,7 @@ def in_worker(build: Callable[[], object], master_pid: int) -> object:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     end_with_parent(master_pid)
+    exit_after_parent(master_pid, grace=GRACEFUL_SECONDS)  # should that SIGTERM stall
     return build()
 
 
