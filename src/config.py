@@ -187,7 +187,7 @@ def redis_client(
 @cache
 def redis_outage(url: str, timeout: float) -> Outage:
     """Shared by the API's clients of one Redis: once a call times out, the others fail at
-    once (see ``stocks.redis_outage``) and one call tries Redis again every 0.5 s at most."""
+    once (see ``stocks.redis_outage``) while a thread tries Redis again every 0.5 s."""
     return Outage(retry_every=min(timeout, 0.5))
 
 

@@ -4,8 +4,8 @@ The API's clients wait at most ``redis_timeout`` for an answer. When Redis hangs
 request that reaches it would still wait that long, and requests queued behind the busy
 threads wait for those first: a burst of 40 requests on 12 threads took up to 7.5 s to be
 told 503. So the first call that times out (or cannot connect) marks Redis as away for
-the whole process; from then on a call fails before it takes a connection, except one
-call every ``retry_every`` seconds, which tries Redis for real. The first answer Redis
+the whole process; from then on a call fails before it takes a connection, while a
+background thread tries Redis every ``retry_every`` seconds. The first answer Redis
 gives, to any call, clears the mark.
 
 Only connection trouble counts: an error Redis answers with (out of memory, a script
@@ -14,9 +14,11 @@ error) is an answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 
 import redis
@@ -31,26 +33,23 @@ class RedisAway(redis.ConnectionError):
 
 
 class Outage:
-    """Whether Redis has stopped answering this process, shared by its clients of one URL."""
+    """Whether Redis has stopped answering this process, shared by its clients of one URL.
+
+    While Redis is away, calls fail at once and a background thread tries Redis every
+    ``retry_every`` s: the process finds out that Redis is back by itself, not only
+    when a request comes and pays for the try.
+    """
 
     def __init__(self, retry_every: float):
         self.retry_every = retry_every
         self.away = False
+        self.try_redis: Callable[[], None] | None = None  # one PING (set by a pool)
         self._lock = threading.Lock()
-        self._try_at = 0.0
 
     def admit(self) -> None:
-        """Let a call try Redis, or raise ``RedisAway`` (at most one try per interval)."""
-        if not self.away:
-            return
-        now = time.monotonic()
-        with self._lock:
-            if not self.away:
-                return
-            if now >= self._try_at:
-                self._try_at = now + self.retry_every  # this call finds out
-                return
-        raise RedisAway("the data store did not answer just now")
+        """Let a call use Redis, or raise ``RedisAway``."""
+        if self.away:
+            raise RedisAway("the data store did not answer just now")
 
     def failed(self, error: BaseException) -> None:
         if isinstance(error, RedisAway):
@@ -59,13 +58,13 @@ class Outage:
             if self.away:
                 return
             self.away = True
-            self._try_at = time.monotonic() + self.retry_every
         log.warning(
-            "redis does not answer (%s): calls fail at once, one try every %.1f s",
+            "redis does not answer (%s): calls fail at once; trying it every %.1f s",
             error,
             self.retry_every,
             extra={"event": "redis_away"},
         )
+        threading.Thread(target=self._try_until_back, name="redis-outage", daemon=True).start()
 
     def answered(self) -> None:
         if not self.away:
@@ -74,6 +73,13 @@ class Outage:
             was_away, self.away = self.away, False
         if was_away:
             log.info("redis answers again", extra={"event": "redis_back"})
+
+    def _try_until_back(self) -> None:
+        while self.away:
+            time.sleep(self.retry_every)
+            if self.away and self.try_redis is not None:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    self.try_redis()  # its connection reports the outcome
 
 
 @cache
@@ -99,6 +105,9 @@ def _watched_class(base: type[redis.Connection]) -> type[redis.Connection]:
             except _TROUBLE as e:
                 self.outage.failed(e)
                 raise
+            except redis.RedisError:  # an error reply (a full Redis, a script error)
+                self.outage.answered()
+                raise
             self.outage.answered()
             return response
 
@@ -114,6 +123,17 @@ class FailFastPool(redis.ConnectionPool):
         self.outage = outage
         self.connection_class = _watched_class(self.connection_class)
         self.connection_kwargs["outage"] = outage
+        if outage.try_redis is None:
+            outage.try_redis = self.ping_once
+
+    def ping_once(self) -> None:
+        """PING on a connection of its own, outside the pool (which refuses while away)."""
+        conn = self.connection_class(**self.connection_kwargs)
+        try:
+            conn.send_command("PING")
+            conn.read_response()
+        finally:
+            conn.disconnect()
 
     def get_connection(self, *args, **kwargs):
         self.outage.admit()
