@@ -185,6 +185,46 @@ def start_child(*args: str, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
+RESTARTS_PER_MINUTE = 5  # more, and something is wrong that restarting will not mend
+
+
+def how_it_ended(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+def supervise(children: list[subprocess.Popen], server: RedisServer | None, env: dict) -> int:
+    """Until Ctrl-C: a chart worker or the redis-server started here that ends is started
+    again (Redis on the same port and files: its AOF brings the data and the queue back;
+    the API and the worker reconnect by themselves); the API ending ends the run."""
+    api, worker = children
+    restarts: list[float] = []
+
+    def may_restart(what: str, returncode: int) -> bool:
+        now = time.monotonic()
+        restarts[:] = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > RESTARTS_PER_MINUTE:
+            say(f"{what} ended ({how_it_ended(returncode)}), too often to restart; stopping")
+            return False
+        say(f"{what} ended ({how_it_ended(returncode)}); starting it again")
+        return True
+
+    while True:
+        time.sleep(0.5)
+        if api.poll() is not None:
+            say(f"the API ended ({how_it_ended(api.returncode)}); stopping")
+            return 1
+        if server is not None and server.process.poll() is not None:
+            if not may_restart("redis-server", server.process.returncode):
+                return 1
+            server.start()
+        if worker.poll() is not None:
+            if not may_restart("the chart worker", worker.returncode):
+                return 1
+            worker = children[1] = start_child("worker", "--concurrency", "1", env=env)
+
+
 def run(settings: Settings, host: str, port: int) -> int:
     # SIGTERM (kill, a supervisor, `timeout`) and SIGHUP (the terminal closed) stop
     # everything just like Ctrl-C does, and so does SIGINT even when a non-interactive
@@ -206,10 +246,7 @@ def run(settings: Settings, host: str, port: int) -> int:
             say("the API did not come up; see its output above")
             return 1
         say(f"API ready at {base}  (docs: {base}/docs). Ctrl-C stops everything.")
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        say("a child process exited; stopping")
-        return 1
+        return supervise(children, server, env)
     except KeyboardInterrupt:
         say("stopping")
         return 0

@@ -216,6 +216,50 @@ def test_killed_or_hung_up_run_leaves_no_process_behind(tmp_path, signum):
     assert open_to_others(tmp_path / ".run") == {}
 
 
+def test_a_killed_worker_or_redis_is_started_again_and_said_so(tmp_path):
+    """A dev loop goes on: the worker and the redis-server `stocks run` started come back
+    (Redis on its files, so the data is there), the API reconnects, a chart is drawn."""
+    run = start_run(tmp_path)
+    try:
+        children_when_up(run.proc.pid, run.base, run.redis_url)
+        worker = next(
+            pid
+            for pid in children_of(run.proc.pid)
+            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        )
+        os.kill(worker, signal.SIGKILL)
+        os.kill(redis.Redis.from_url(run.redis_url).info("server")["process_id"], signal.SIGKILL)
+        for what in ("the chart worker", "redis-server"):
+            said = f"{what} ended (killed by SIGKILL); starting it again"
+            wait_for(lambda s=said: any(s in line for line in run.lines), 30, said)
+        wait_for(lambda: ready(run.base), 60, "/ready again")
+        request = urllib.request.Request(
+            run.base + "/jobs",
+            data=json.dumps({"kind": "line", "symbols": ["MSFT"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            job = json.loads(resp.read())
+        wait_for(
+            lambda: get_json(run.base + job["links"]["self"])[1]["status"] == "finished",
+            60,
+            "the new worker to draw",
+        )
+    finally:
+        os.killpg(run.proc.pid, signal.SIGINT)
+        run.proc.wait(timeout=90)
+    assert run.proc.returncode == 0, run.output()
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of ``pid``, alive."""
+    return [p for p in descendants(pid) if parent_of(p) == pid]
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def open_to_others(folder: Path) -> dict[str, str]:
     """``folder`` and what is in it that is not its owner's alone (folders 0700, files
     0600): name -> mode."""
