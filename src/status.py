@@ -181,16 +181,24 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def why_not(url: str, error: BaseException) -> str:
+    """What went wrong reaching Redis, in words an operator can act on."""
+    where, detail = mask_url(url), mask_url(str(error))
+    text = detail.lower()
+    if isinstance(error, redis.AuthenticationError) or "auth" in text:
+        return (
+            f"Redis at {where} refused this client: a password is missing or wrong "
+            f"(give it in REDIS_URL: redis://:PASSWORD@host:port): {detail}"
+        )
+    return f"Redis at {where} is unreachable: {detail}"
+
+
 def main(settings: Settings, as_json: bool = False) -> int:
     """``stocks status``: 0 healthy, 1 something needs attention (or Redis is unreachable)."""
     try:
         report = collect(settings)
     except (redis.RedisError, OSError) as e:
-        where = mask_url(settings.redis_url)
-        report = {
-            "healthy": False,
-            "attention": [f"Redis at {where} is unreachable: {mask_url(str(e))}"],
-        }
+        report = {"healthy": False, "attention": [why_not(settings.redis_url, e)]}
         if not as_json:
             print(f"ATTENTION: {report['attention'][0]}", file=sys.stderr)
             return 1

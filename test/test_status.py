@@ -127,6 +127,9 @@ def test_unreachable_or_locked_redis_exits_1_without_the_password(tmp_path):
         run = status(wrong)
         assert run.returncode == 1 and "ATTENTION: Redis at redis://:***@" in run.stderr
         assert "wrong-password" not in run.stdout + run.stderr
+        assert "a password is missing or wrong" in run.stderr  # not "unreachable"
+        bare = f"redis://127.0.0.1:{server.port}"  # no password at all
+        assert "a password is missing or wrong" in status(bare).stderr
     finally:
         server.stop(kill=True)
 
