@@ -54,6 +54,7 @@ from stocks import metrics
 from stocks.config import Settings
 from stocks.keys import (
     ALL_JOBS_KEY,
+    IMAGE_BUDGET_KEY,
     IMAGES_DB,
     JOBS_DB,
     QUEUE_DB,
@@ -504,9 +505,14 @@ class JobQueue:
         return Transition(_text(status))
 
     def heartbeat(self) -> None:
-        self.scripts.run("heartbeat", self.worker_id, "")
+        self.scripts.run("heartbeat", self.worker_id, "", self.image_budget)
         if self.on_heartbeat is not None:
             self.on_heartbeat()
+
+    def kept_image_budget(self) -> int:
+        """The image budget the workers keep (their heartbeats say it), else this queue's."""
+        told = self.client(IMAGES_DB).get(IMAGE_BUDGET_KEY)
+        return int(told) if told else self.image_budget
 
     def unregister(self) -> None:
         self.release_own()

@@ -59,6 +59,7 @@ CACHE_PREFIX = "cache:"
 IMAGE_BYTES_KEY = "images:bytes"
 IMAGE_ORDER_KEY = "images:order"
 IMAGE_SIZES_KEY = "images:sizes"
+IMAGE_BUDGET_KEY = "images:budget"  # the budget the workers keep (each heartbeat says it)
 
 
 def meta_key(symbol: str) -> str:

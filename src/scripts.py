@@ -419,7 +419,12 @@ return {requeued, failed}
 _HEARTBEAT = """
 use(QUEUE_DB)
 if ARGV[2] == '1' then return redis.call('ZREM', WORKERS, ARGV[1]) end
-return redis.call('ZADD', WORKERS, now_ms(), ARGV[1])
+local added = redis.call('ZADD', WORKERS, now_ms(), ARGV[1])
+if ARGV[3] and ARGV[3] ~= '' then  -- the image budget this worker keeps, for the operator
+  use(IMAGES_DB)
+  redis.call('SET', '@IMAGE_BUDGET_KEY@', ARGV[3])
+end
+return added
 """
 
 # ARGV: id, ttl -> 'missing' | 'running' | 'cancelled' | 'deleted'

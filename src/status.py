@@ -62,7 +62,7 @@ def redis_part(settings: Settings) -> dict[str, Any]:
         "used_memory": used,
         "maxmemory": limit,  # 0: no limit
         "image_bytes": image_bytes,
-        "image_budget": queue(settings).image_budget,  # as the queue keeps it
+        "image_budget": queue(settings).kept_image_budget(),  # the workers' own
     }
 
 

@@ -46,7 +46,11 @@ def test_healthy_stack_then_a_stale_worker(tmp_path, r0, redis_url, settings):
     queue.cancel_or_delete(cancelled)
     old = queue.put("line", {"symbols": ["AAPL"]}, job_id=jobs.new_job_id(time.time() - 7200))
     queue.cancel_or_delete(old)  # two hours ago: not in "the last hour"
-    worker = start_worker(redis_url, tmp_path / "worker.log", "--concurrency", "1")
+    # the worker keeps a budget of its own: status (run with the default) reports the
+    # worker's, which its heartbeats tell
+    worker = start_worker(
+        redis_url, tmp_path / "worker.log", "--concurrency", "1", STOCKS_IMAGE_BUDGET_MB="3"
+    )
     try:
         wait_for(lambda: queue.stats()["workers"] == 1, timeout=30, what="the worker alive")
         done = queue.put("line", {"symbols": ["AAPL"], "options": {"width": 300}})
@@ -59,7 +63,8 @@ def test_healthy_stack_then_a_stale_worker(tmp_path, r0, redis_url, settings):
         assert report["healthy"] and report["attention"] == []
         assert report["redis"]["version"] and report["redis"]["used_memory"] > 0
         assert report["redis"]["image_bytes"] == 2 * 1024 * 1024
-        assert report["redis"]["image_budget"] == settings.image_budget_mb * 1024 * 1024
+        assert settings.image_budget_mb != 3
+        assert report["redis"]["image_budget"] == 3 * 1024 * 1024
         data = report["data"]
         assert data["tickers"] == 2 and data["sources"] == {"csv": 2}
         assert data["first_date"] == "2016-01-04" and data["last_loaded_at"]

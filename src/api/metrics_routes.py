@@ -24,11 +24,10 @@ EXTENSION = "metrics_registry"
 
 
 class StocksCollector:
-    def __init__(self, prices: redis.Redis, queue: JobQueue, images: redis.Redis, budget: int):
+    def __init__(self, prices: redis.Redis, queue: JobQueue, images: redis.Redis):
         self.prices = prices
         self.queue = queue
         self.images = images
-        self.budget = budget
 
     def collect(self):
         """The Redis-read gauges; while Redis does not answer, only ``stocks_redis_up`` 0,
@@ -37,6 +36,7 @@ class StocksCollector:
             tickers = storage.count_symbols(self.prices)
             stats = self.queue.stats()
             image_bytes = int(self.images.get(IMAGE_BYTES_KEY) or 0)
+            budget = self.queue.kept_image_budget()  # the workers' own, as they said it
         except redis.RedisError:
             yield GaugeMetricFamily("stocks_redis_up", "Whether Redis answered this scrape", 0)
             return
@@ -57,7 +57,7 @@ class StocksCollector:
         yield GaugeMetricFamily(
             "stocks_image_budget_bytes",
             "Most bytes of chart images kept (STOCKS_IMAGE_BUDGET_MB)",
-            value=self.budget,
+            value=budget,
         )
 
 
@@ -66,8 +66,7 @@ def init_app(app: Flask) -> None:
         settings = context.settings()
         registry = counted.registry(settings)
         images = settings.redis(IMAGES_DB, timeout=settings.redis_timeout)
-        budget = int(settings.image_budget_mb * 1024 * 1024)
-        registry.register(StocksCollector(context.prices_db(), context.job_queue(), images, budget))
+        registry.register(StocksCollector(context.prices_db(), context.job_queue(), images))
     app.extensions[EXTENSION] = registry
 
 
