@@ -122,7 +122,7 @@ def change_window(r, end: dt.date, query: MoversParams):
     """The rule of /change for every ticker at once, as of ``end``: (market slice, its bars
     with a close, from and to indices, which tickers are in the asked sector)."""
     market = storage.read_market_window(
-        r, calc.period_start(end, query.period), end, ("name", "sector")
+        r, calc.period_start(end, query.period), end, ("name", "sector", "last_date")
     )
     keep = np.isfinite(market.bars["close"])
     owner = np.searchsorted(market.bounds, np.arange(len(keep)), side="right") - 1
@@ -148,12 +148,15 @@ def change_window(r, end: dt.date, query: MoversParams):
 )
 def movers(query: MoversParams) -> Response:
     r = context.prices_db()
-    latest = storage.latest_stored_day(r)
-    if latest is None:
+    end = query.date or storage.latest_stored_day(r)
+    if end is None:
         raise ApiError(404, "no_data", "no ticker is stored")
-    # a date after the data: as of the last stored day (see analytics.within_data)
-    end = min(query.date, latest) if query.date else latest
     market, bars, from_idx, to_idx, in_scope = change_window(r, end, query)
+    # a date after the data: as of the last stored day (see analytics.within_data)
+    latest = max((d for d in market.meta["last_date"] if d), default=None)
+    if latest is not None and end > (latest := dt.date.fromisoformat(latest)):
+        end = latest
+        market, bars, from_idx, to_idx, in_scope = change_window(r, end, query)
     chosen = in_scope & (from_idx >= 0) & (to_idx >= 0)
     if not chosen.any():
         raise ApiError(
