@@ -195,6 +195,48 @@ MISLEADING = [
         "limit",
     ),
     ("a repeated parameter, no route", lambda c: c.get("/no/route?x=1&x=2"), 404, "no such route"),
+    (
+        "a long title counts characters, not items",
+        lambda c: post(c, job(options={"title": "t" * 201})),
+        400,
+        "options.title: String should have at most 200 characters",
+    ),
+    (
+        "a long q counts characters",
+        lambda c: c.get("/tickers?q=" + "a" * 101),
+        400,
+        "q: String should have at most 100 characters",
+    ),
+    (
+        "a long sector counts characters",
+        lambda c: c.get("/tickers?sector=" + "a" * 101),
+        400,
+        "sector: String should have at most 100 characters",
+    ),
+    (
+        "a long movers sector counts characters",
+        lambda c: c.get("/market/movers?sector=" + "a" * 101),
+        400,
+        "sector: String should have at most 100 characters",
+    ),
+    (
+        "a long symbol counts characters",
+        lambda c: post(c, job(symbols=["A" * 21])),
+        400,
+        "symbols.0: String should have at most 20 characters",
+    ),
+    (
+        "a long fields counts characters",
+        lambda c: c.get("/market/2017-03-01?fields=" + ",".join(["open"] * 21)),
+        400,
+        "fields: String should have at most 100 characters",
+    ),
+    (
+        "a long indicator name counts characters",
+        lambda c: c.get("/tickers/AAPL/indicators/" + "s" * 41),
+        400,
+        "name: String should have at most 40 characters",
+    ),
 ]
 CASES = [(*row, None) for row in ROWS] + MISLEADING
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stocks.api.models import ApiModel, DateRange, SymbolText, Text, invalid
+from stocks.api.models import ApiModel, DateRange, SymbolText, bounded_text, invalid
 from stocks.chart_spec import (
     CANDLESTICK_ONLY,
     DEFAULT_OPTIONS,
@@ -33,7 +33,7 @@ class ChartOptions(ApiModel):
     width: Pixels = Field(default=DEFAULT_OPTIONS["width"], description="pixels (200-4000)")
     height: Pixels = Field(default=DEFAULT_OPTIONS["height"], description="pixels (200-4000)")
     format: Literal["png", "svg"] = DEFAULT_OPTIONS["format"]
-    title: Text | None = Field(default=None, max_length=200)
+    title: bounded_text(200) | None = None
     volume: bool = Field(
         default=DEFAULT_OPTIONS["volume"], strict=True, description="candlestick: volume panel"
     )
