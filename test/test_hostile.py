@@ -237,6 +237,12 @@ MISLEADING = [
         400,
         "name: String should have at most 40 characters",
     ),
+    (
+        "a moving average listed twice",
+        lambda c: post(c, job(kind="candlestick", options={"moving_averages": [20, 50, 20]})),
+        400,
+        "options.moving_averages: window 20 is listed twice",
+    ),
 ]
 CASES = [(*row, None) for row in ROWS] + MISLEADING
 

@@ -99,6 +99,8 @@ def test_post_returns_202_with_location_and_a_queued_record(client, settings):
             "options": {"moving_averages": [5, 10, 20, 50]},
         },
         {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [1]}},
+        {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [20, 20]}},
+        {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [50] * 3}},
         {"kind": "candlestick", "symbols": ["AAPL"], "options": {"volume": "yes"}},
         {"kind": "line", "symbols": ["AAPL"], "extra": 1},
         {"kind": "compare", "symbols": ["AAPL", "aapl"]},
@@ -253,6 +255,12 @@ def test_identical_request_reuses_the_image_until_the_data_changes(client, r0, s
     third = post(client, body).get_json()["id"]
     job = queue.get(timeout=0.5)
     assert job is not None and job.id == third
+
+
+def test_a_duplicate_moving_average_is_named(client):
+    body = {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [5, 9, 5]}}
+    error = post(client, body).get_json()["error"]
+    assert error["message"] == "options.moving_averages: window 5 is listed twice"
 
 
 def test_an_identical_request_queued_behind_is_answered_when_the_first_finishes(client, settings):

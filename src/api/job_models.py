@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stocks.api.models import ApiModel, DateRange, SymbolText, bounded_text, invalid
 from stocks.chart_spec import (
@@ -40,8 +40,18 @@ class ChartOptions(ApiModel):
     moving_averages: list[MovingAverageWindow] = Field(
         default_factory=list,
         max_length=MAX_MOVING_AVERAGES,
-        description="candlestick: up to 3 windows (days)",
+        json_schema_extra={"uniqueItems": True},
+        description="candlestick: up to 3 windows (days), each once",
     )
+
+    @field_validator("moving_averages")
+    @classmethod
+    def _each_once(cls, windows: list[int]) -> list[int]:
+        """A window listed twice would draw the same line twice (as symbols, a 400)."""
+        for i, window in enumerate(windows):
+            if window in windows[:i]:
+                raise invalid(f"window {window} is listed twice")
+        return windows
 
 
 class JobRequest(DateRange):
