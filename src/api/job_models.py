@@ -75,6 +75,13 @@ class JobRequest(DateRange):
                 raise invalid(f"options.{extra[0]} applies to candlestick charts only")
         return self
 
+    def canonical_options(self) -> dict[str, Any]:
+        """Every option that applies to the kind, defaults filled in, and no other: the
+        stored params are then a request that posts again as it is shown, and one request
+        always has the same params, hence the same cache key."""
+        unused = () if self.kind == "candlestick" else CANDLESTICK_ONLY
+        return self.options.model_dump(exclude=set(unused))
+
 
 class JobPath(BaseModel):
     job_id: str  # any text: an id that is not well formed is simply unknown (404)
