@@ -352,6 +352,22 @@ def test_options_answers_204_with_allow_and_images_are_not_sniffed(client, setti
     assert image.status_code == 200 and image.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_no_content_has_no_content_type(client, settings):
+    """A 204 or 304 has no body, so no type (Flask would say text/html)."""
+    job_id = client.post("/jobs", data=job(), headers=JSON).get_json()["id"]
+    queue = JobQueue(settings, "w1")
+    queue.finish(queue.get(timeout=1), b"\x89PNG\r\n\x1a\n", "image/png")
+    deleted = client.delete(f"/jobs/{job_id}")
+    assert deleted.status_code == 204 and "Content-Type" not in deleted.headers
+    options = client.options("/tickers/AAPL")
+    assert options.status_code == 204 and "Content-Type" not in options.headers
+    for url in ("/tickers/AAPL/prices?limit=3", "/tickers/AAPL/stats"):
+        tag = client.get(url).headers["ETag"]
+        for _ in range(2):  # built by the route, then served by the answer cache
+            same = client.get(url, headers={"If-None-Match": tag})
+            assert same.status_code == 304 and "Content-Type" not in same.headers, url
+
+
 def test_a_lost_series_is_a_503_and_ready_says_which(client, r0):
     r0.delete(storage.bars_key("AAPL"))  # as an eviction would
     resp = client.get("/tickers/AAPL/prices")
