@@ -61,6 +61,12 @@ def client(real, base_settings):
     return create_app(base_settings).test_client()
 
 
+@pytest.fixture(scope="module")
+def roomy(real, base_settings):
+    """A client whose many quick GETs (as one test makes) stay within fair use."""
+    return create_app(base_settings.replace(compute_rate="10000/second")).test_client()
+
+
 def expected_day(real: dict, day: str) -> list[dict]:
     rows = []
     for sym in sorted(real):
@@ -225,5 +231,42 @@ def test_a_date_after_the_data_counts_as_the_last_stored_day(client, real):
 def test_movers_bad_input_is_400_and_no_data_is_404(client):
     for query in ("period=2d", "limit=0", "limit=101", "date=2017-13-01"):
         assert client.get(f"/market/movers?{query}").status_code == 400, query
-    resp = client.get("/market/movers?date=2013-02-08&period=1y")
+    resp = client.get("/market/movers?date=2013-02-07&period=1d")  # before the first day
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "no_data"
+
+
+@pytest.mark.parametrize(
+    ("end", "period", "needed"),
+    [
+        ("2013-02-08", "1d", "2013-02-07"),  # the first stored day
+        ("2013-02-11", "5d", "2013-02-06"),
+        ("2013-02-08", "1y", "2012-02-08"),
+        ("2014-01-03", "1y", "2013-01-03"),  # the data's first closes are a year earlier
+    ],
+)
+def test_movers_without_a_close_that_old_say_so_as_change_does(roomy, end, period, needed):
+    """Closes on the date but none a period back: 422 no_data_before naming the day needed,
+    as /tickers/{symbol}/change answers for one of them (not a 404 that they are missing)."""
+    resp = roomy.get(f"/market/movers?date={end}&period={period}")
+    error = resp.get_json()["error"]
+    assert resp.status_code == 422 and error["code"] == "no_data_before", error
+    assert needed in error["message"] and "2013-02-08" in error["message"]
+    one = roomy.get(f"/tickers/AAPL/change?period={period}&end={end}")
+    assert one.status_code == 422 and one.get_json()["error"]["code"] == "no_data_before"
+    assert needed in one.get_json()["error"]["message"]
+
+
+def test_movers_of_an_empty_sector_are_none_as_tickers_lists_none(roomy):
+    assert roomy.get("/tickers?sector=Nope").get_json()["count"] == 0
+    for query in ("sector=Nope", "sector=Nope&date=2017-07-01&period=1mo"):
+        resp = roomy.get(f"/market/movers?{query}")
+        assert resp.status_code == 200, resp.get_json()
+        everyone = roomy.get("/market/movers?" + query.replace("sector=Nope", "limit=1"))
+        assert resp.get_json() == {
+            "date": everyone.get_json()["date"],  # the market's day for the date asked
+            "period": everyone.get_json()["period"],
+            "count": 0,
+            "excluded": 0,
+            "gainers": [],
+            "losers": [],
+        }

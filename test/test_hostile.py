@@ -195,6 +195,54 @@ MISLEADING = [
         "limit",
     ),
     ("a repeated parameter, no route", lambda c: c.get("/no/route?x=1&x=2"), 404, "no such route"),
+    (
+        "a long title counts characters, not items",
+        lambda c: post(c, job(options={"title": "t" * 201})),
+        400,
+        "options.title: String should have at most 200 characters",
+    ),
+    (
+        "a long q counts characters",
+        lambda c: c.get("/tickers?q=" + "a" * 101),
+        400,
+        "q: String should have at most 100 characters",
+    ),
+    (
+        "a long sector counts characters",
+        lambda c: c.get("/tickers?sector=" + "a" * 101),
+        400,
+        "sector: String should have at most 100 characters",
+    ),
+    (
+        "a long movers sector counts characters",
+        lambda c: c.get("/market/movers?sector=" + "a" * 101),
+        400,
+        "sector: String should have at most 100 characters",
+    ),
+    (
+        "a long symbol counts characters",
+        lambda c: post(c, job(symbols=["A" * 21])),
+        400,
+        "symbols.0: String should have at most 20 characters",
+    ),
+    (
+        "a long fields counts characters",
+        lambda c: c.get("/market/2017-03-01?fields=" + ",".join(["open"] * 21)),
+        400,
+        "fields: String should have at most 100 characters",
+    ),
+    (
+        "a long indicator name counts characters",
+        lambda c: c.get("/tickers/AAPL/indicators/" + "s" * 41),
+        400,
+        "name: String should have at most 40 characters",
+    ),
+    (
+        "a moving average listed twice",
+        lambda c: post(c, job(kind="candlestick", options={"moving_averages": [20, 50, 20]})),
+        400,
+        "options.moving_averages: window 20 is listed twice",
+    ),
 ]
 CASES = [(*row, None) for row in ROWS] + MISLEADING
 
@@ -302,6 +350,22 @@ def test_options_answers_204_with_allow_and_images_are_not_sniffed(client, setti
     queue.finish(queue.get(timeout=1), b"\x89PNG\r\n\x1a\n", "image/png")
     image = client.get(f"/jobs/{job_id}/image")
     assert image.status_code == 200 and image.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_no_content_has_no_content_type(client, settings):
+    """A 204 or 304 has no body, so no type (Flask would say text/html)."""
+    job_id = client.post("/jobs", data=job(), headers=JSON).get_json()["id"]
+    queue = JobQueue(settings, "w1")
+    queue.finish(queue.get(timeout=1), b"\x89PNG\r\n\x1a\n", "image/png")
+    deleted = client.delete(f"/jobs/{job_id}")
+    assert deleted.status_code == 204 and "Content-Type" not in deleted.headers
+    options = client.options("/tickers/AAPL")
+    assert options.status_code == 204 and "Content-Type" not in options.headers
+    for url in ("/tickers/AAPL/prices?limit=3", "/tickers/AAPL/stats"):
+        tag = client.get(url).headers["ETag"]
+        for _ in range(2):  # built by the route, then served by the answer cache
+            same = client.get(url, headers={"If-None-Match": tag})
+            assert same.status_code == 304 and "Content-Type" not in same.headers, url
 
 
 def test_a_lost_series_is_a_503_and_ready_says_which(client, r0):

@@ -61,8 +61,6 @@ def test_post_returns_202_with_location_and_a_queued_record(client, settings):
             "height": 700,
             "format": "png",
             "title": None,
-            "volume": True,
-            "moving_averages": [],
         },
     }
     assert rec["created_at"].endswith("Z")
@@ -99,6 +97,8 @@ def test_post_returns_202_with_location_and_a_queued_record(client, settings):
             "options": {"moving_averages": [5, 10, 20, 50]},
         },
         {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [1]}},
+        {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [20, 20]}},
+        {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [50] * 3}},
         {"kind": "candlestick", "symbols": ["AAPL"], "options": {"volume": "yes"}},
         {"kind": "line", "symbols": ["AAPL"], "extra": 1},
         {"kind": "compare", "symbols": ["AAPL", "aapl"]},
@@ -253,6 +253,56 @@ def test_identical_request_reuses_the_image_until_the_data_changes(client, r0, s
     third = post(client, body).get_json()["id"]
     job = queue.get(timeout=0.5)
     assert job is not None and job.id == third
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "line", "symbols": ["aapl", "brk-b"], "options": {"title": "two"}},
+        {"kind": "compare", "symbols": ["MSFT", "AAPL"], "start": "2017-03-01"},
+        {"kind": "benchmark", "symbols": ["msft"], "end": "2017-06-30"},
+        {"kind": "candlestick", "symbols": ["AAPL"]},
+        {
+            "kind": "candlestick",
+            "symbols": ["brk.b"],
+            "options": {"volume": False, "moving_averages": [50, 20], "format": "svg"},
+        },
+    ],
+)
+def test_a_records_params_post_again_as_the_same_request(client, settings, body):
+    """The 410 of a dropped image says to post the same request again: what GET /jobs/<id>
+    shows is that request, and it shares the first one's cache key (and image)."""
+    queue = jobs.JobQueue(settings)
+    first = post(client, body).get_json()["id"]
+    queue.finish(queue.get(timeout=0.5), b"IMAGE1", "image/png")
+    rec = client.get(f"/jobs/{first}").get_json()
+    again = post(client, {"kind": rec["kind"], **rec["params"]})
+    assert again.status_code == 202, again.get_json()
+    second = again.get_json()["id"]
+    assert queue.get_job(second)["cache_key"] == queue.get_job(first)["cache_key"]
+    assert client.get(f"/jobs/{second}").get_json()["params"] == rec["params"]
+    assert queue.get(timeout=0.2) is None  # answered from the first one's image
+    assert client.get(f"/jobs/{second}/image").data == b"IMAGE1"
+
+
+def test_options_a_kind_does_not_use_are_not_stored(client):
+    """A line chart's options never mention candlestick-only ones, defaults or not."""
+    plain = post(client, {"kind": "line", "symbols": ["AAPL"]}).get_json()["id"]
+    assert set(client.get(f"/jobs/{plain}").get_json()["params"]["options"]) == {
+        "width",
+        "height",
+        "format",
+        "title",
+    }
+    candle = post(client, {"kind": "candlestick", "symbols": ["AAPL"]}).get_json()["id"]
+    options = client.get(f"/jobs/{candle}").get_json()["params"]["options"]
+    assert options["volume"] is True and options["moving_averages"] == []
+
+
+def test_a_duplicate_moving_average_is_named(client):
+    body = {"kind": "candlestick", "symbols": ["AAPL"], "options": {"moving_averages": [5, 9, 5]}}
+    error = post(client, body).get_json()["error"]
+    assert error["message"] == "options.moving_averages: window 5 is listed twice"
 
 
 def test_an_identical_request_queued_behind_is_answered_when_the_first_finishes(client, settings):

@@ -11,8 +11,10 @@ comma-separated: ``symbols=AAPL,MSFT``), so this holds for every route.
 
 Flask answers ``OPTIONS`` by itself with an empty ``200 text/html``; a client asking what
 a route allows gets ``204`` with ``Allow`` instead (an unknown route stays a JSON 404).
-``X-Content-Type-Options: nosniff`` keeps a browser from running an image or a CSV as
-something else. (Answers of the answer cache add it themselves: they skip these hooks.)
+A ``204`` or ``304`` has no body, so no ``Content-Type`` (Flask gives every response
+one, ``text/html`` by default). ``X-Content-Type-Options: nosniff`` keeps a browser from
+running an image or a CSV as something else. (Answers of the answer cache add it
+themselves: they skip these hooks.)
 """
 
 from __future__ import annotations
@@ -48,9 +50,14 @@ def _no_repeated_parameters() -> None:
 def _options_no_content(resp: Response) -> Response:
     if request.method == "OPTIONS" and resp.status_code == 200 and "Allow" in resp.headers:
         answer = Response(status=204)
-        del answer.headers["Content-Type"]  # no body, no type
         answer.headers["Allow"] = resp.headers["Allow"]
         return answer
+    return resp
+
+
+def _no_body_no_type(resp: Response) -> Response:
+    if resp.status_code in (204, 304):
+        resp.headers.pop("Content-Type", None)
     return resp
 
 
@@ -64,4 +71,5 @@ def init_app(app: Flask) -> None:
     app.before_request(_no_redirects)  # before the app's other hooks (call this first)
     app.before_request(_no_repeated_parameters)
     app.after_request(_nosniff)  # registered first: Flask runs it last
+    app.after_request(_no_body_no_type)  # runs after the later hooks (they may make a 204)
     app.after_request(_options_no_content)

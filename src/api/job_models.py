@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stocks.api.models import ApiModel, DateRange, SymbolText, Text, invalid
+from stocks.api.models import ApiModel, DateRange, SymbolText, bounded_text, invalid
 from stocks.chart_spec import (
     CANDLESTICK_ONLY,
     DEFAULT_OPTIONS,
@@ -33,15 +33,25 @@ class ChartOptions(ApiModel):
     width: Pixels = Field(default=DEFAULT_OPTIONS["width"], description="pixels (200-4000)")
     height: Pixels = Field(default=DEFAULT_OPTIONS["height"], description="pixels (200-4000)")
     format: Literal["png", "svg"] = DEFAULT_OPTIONS["format"]
-    title: Text | None = Field(default=None, max_length=200)
+    title: bounded_text(200) | None = None
     volume: bool = Field(
         default=DEFAULT_OPTIONS["volume"], strict=True, description="candlestick: volume panel"
     )
     moving_averages: list[MovingAverageWindow] = Field(
         default_factory=list,
         max_length=MAX_MOVING_AVERAGES,
-        description="candlestick: up to 3 windows (days)",
+        json_schema_extra={"uniqueItems": True},
+        description="candlestick: up to 3 windows (days), each once",
     )
+
+    @field_validator("moving_averages")
+    @classmethod
+    def _each_once(cls, windows: list[int]) -> list[int]:
+        """A window listed twice would draw the same line twice (as symbols, a 400)."""
+        for i, window in enumerate(windows):
+            if window in windows[:i]:
+                raise invalid(f"window {window} is listed twice")
+        return windows
 
 
 class JobRequest(DateRange):
@@ -64,6 +74,13 @@ class JobRequest(DateRange):
             if extra:
                 raise invalid(f"options.{extra[0]} applies to candlestick charts only")
         return self
+
+    def canonical_options(self) -> dict[str, Any]:
+        """Every option that applies to the kind, defaults filled in, and no other: the
+        stored params are then a request that posts again as it is shown, and one request
+        always has the same params, hence the same cache key."""
+        unused = () if self.kind == "candlestick" else CANDLESTICK_ONLY
+        return self.options.model_dump(exclude=set(unused))
 
 
 class JobPath(BaseModel):

@@ -104,7 +104,7 @@ def create_job(body: JobRequest) -> Response:
         "symbols": canonical_symbols(r0, body.symbols),
         "start": body.start.isoformat() if body.start else None,
         "end": body.end.isoformat() if body.end else None,
-        "options": body.options.model_dump(),
+        "options": body.canonical_options(),
     }
     owner = auth.caller_owner()
     job_id = context.job_queue().put(

@@ -39,6 +39,7 @@ from stocks.api.models import (
 from stocks.api.respond import json_and_csv_routes, json_response, list_response
 
 ERRORS = {**NOT_MODIFIED, 400: ErrorBody, 404: ErrorBody, 429: ErrorBody}  # 429: fair use
+MOVERS_ERRORS = {**ERRORS, 422: ErrorBody}  # 422: no close a period back
 
 bp = APIBlueprint("market", __name__, operation_id_callback=plain_operation_id)
 
@@ -114,13 +115,15 @@ MOVERS_DOC = (
     "against the last close on or before date − period; a date after the data counts as "
     "the last stored day). Only tickers that have a bar on the market's last trading day "
     "on or before date are ranked (a delisted ticker is not a mover); the others are "
-    "counted in excluded. Ties by symbol."
+    "counted in excluded. Ties by symbol. A sector without tickers has no movers (count "
+    "0); no ticker with a close a period before date: 422 no_data_before, as /change."
 )
 
 
 def change_window(r, end: dt.date, query: MoversParams):
     """The rule of /change for every ticker at once, as of ``end``: (market slice, its bars
-    with a close, from and to indices, which tickers are in the asked sector)."""
+    with a close, from and to indices, which tickers are in the asked sector, where each
+    ticker's bars start)."""
     market = storage.read_market_window(
         r, calc.period_start(end, query.period), end, ("name", "sector", "last_date")
     )
@@ -136,7 +139,32 @@ def change_window(r, end: dt.date, query: MoversParams):
         wanted = query.sector.strip().casefold()
         sectors = market.meta["sector"]
         in_scope = np.array([(s or "").casefold() == wanted for s in sectors], dtype=bool)
-    return market, bars, from_idx, to_idx, in_scope
+    return market, bars, from_idx, to_idx, in_scope, bounds[:-1]
+
+
+NO_DAY = np.iinfo(np.int32).min  # a ticker without the close asked for
+
+
+def days_at(dates: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``dates[rows]``, NO_DAY where a row is -1 (none)."""
+    out = np.full(len(rows), NO_DAY, dtype=np.int64)
+    found = rows >= 0
+    out[found] = dates[rows[found]]
+    return out
+
+
+def no_data_before(first_days: np.ndarray, end: dt.date, period: str) -> ApiError:
+    """The 422 of /change (``analytics.change``) when tickers have closes up to ``end`` but
+    none a period before it: the day needed, and the earliest of their first closes (the
+    window holds all their closes then, none being on or before its first day)."""
+    target = calc.period_start(end, period)
+    first = storage.from_day(first_days.min()).isoformat()
+    return ApiError(
+        422,
+        "no_data_before",
+        f"no ticker has a close on or before {target.isoformat()} ({end.isoformat()} − "
+        f"{period}); data starts {first}",
+    )
 
 
 @bp.get(
@@ -144,26 +172,34 @@ def change_window(r, end: dt.date, query: MoversParams):
     tags=[TAG_MARKET],
     summary="top gainers and losers over a period",
     description=MOVERS_DOC,
-    responses={200: Movers, **ERRORS},
+    responses={200: Movers, **MOVERS_ERRORS},
 )
 def movers(query: MoversParams) -> Response:
     r = context.prices_db()
     end = query.date or storage.latest_stored_day(r)
     if end is None:
         raise ApiError(404, "no_data", "no ticker is stored")
-    market, bars, from_idx, to_idx, in_scope = change_window(r, end, query)
+    market, bars, from_idx, to_idx, in_scope, starts = change_window(r, end, query)
     # a date after the data: as of the last stored day (see analytics.within_data)
     latest = max((d for d in market.meta["last_date"] if d), default=None)
     if latest is not None and end > (latest := dt.date.fromisoformat(latest)):
         end = latest
-        market, bars, from_idx, to_idx, in_scope = change_window(r, end, query)
-    chosen = in_scope & (from_idx >= 0) & (to_idx >= 0)
-    if not chosen.any():
+        market, bars, from_idx, to_idx, in_scope, starts = change_window(r, end, query)
+    to_days = days_at(bars["date"], to_idx)
+    if not in_scope.any():  # a sector without tickers: no movers, as /tickers lists none
+        day = storage.from_day(to_days.max()) if to_days.max() != NO_DAY else end
+        body = {"date": day.isoformat(), "period": query.period, "count": 0, "excluded": 0}
+        return remember(json_response({**body, "gainers": [], "losers": []}), market.depends)
+    live = in_scope & (to_idx >= 0)
+    if not live.any():
         raise ApiError(
             404, "no_data", f"no ticker matches with a close on or before {end.isoformat()}"
         )
+    chosen = live & (from_idx >= 0)
+    if not chosen.any():
+        raise no_data_before(bars["date"][starts[live]], end, query.period)
     # Only tickers with a bar on the market's last trading day are movers.
-    to_days = np.where(chosen, bars["date"][to_idx], np.iinfo(np.int32).min)
+    to_days = np.where(chosen, to_days, NO_DAY)
     market_day = to_days.max()
     ranked = np.flatnonzero(to_days == market_day)  # in symbol order
     figures = calc.change_columns(bars["close"], from_idx[ranked], to_idx[ranked])

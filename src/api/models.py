@@ -93,17 +93,27 @@ IsoDate = Annotated[
 NO_CONTROL = {"pattern": NO_CONTROL_PATTERN}
 Text = Annotated[str, BeforeValidator(check_text), Field(json_schema_extra=NO_CONTROL)]
 
+
+def bounded_text(max_length: int, min_length: int | None = None) -> Any:
+    """``Text`` of at most ``max_length`` characters.
+
+    The bounds sit on the ``str`` itself, inside the control-character check: set from
+    outside a validator (``Text | None = Field(max_length=...)``), pydantic no longer sees
+    a string there and counts "items" instead of characters.
+    """
+    return Annotated[
+        str,
+        Field(min_length=min_length, max_length=max_length),
+        BeforeValidator(check_text),
+        Field(json_schema_extra=NO_CONTROL),
+    ]
+
+
 # A stock symbol as typed by a user: resolved later, so only shape limits here.
 SymbolText = Annotated[
-    str,
-    BeforeValidator(check_text),
-    Field(
-        min_length=1,
-        max_length=20,
-        json_schema_extra=NO_CONTROL,
-        description="case-insensitive, e.g. AAPL or brk-b",
-    ),
+    bounded_text(20, min_length=1), Field(description="case-insensitive, e.g. AAPL or brk-b")
 ]
+SectorText = bounded_text(100)
 
 
 class ApiModel(BaseModel):
@@ -186,10 +196,8 @@ SEARCH_DOC = (
 
 
 class TickersParams(ApiModel):
-    sector: Text | None = Field(
-        default=None, max_length=100, description="GICS sector, case-insensitive"
-    )
-    q: Text | None = Field(default=None, min_length=1, max_length=100, description=SEARCH_DOC)
+    sector: SectorText | None = Field(default=None, description="GICS sector, case-insensitive")
+    q: bounded_text(100, min_length=1) | None = Field(default=None, description=SEARCH_DOC)
 
 
 class TickersQuery(TickersParams, FormatQuery):
@@ -199,9 +207,8 @@ class TickersQuery(TickersParams, FormatQuery):
 class FieldsQuery(ApiModel):
     """``fields=``: a comma-separated subset of the bar columns (unknown one: 400)."""
 
-    fields: Text | None = Field(
+    fields: bounded_text(100) | None = Field(
         default=None,
-        max_length=100,
         json_schema_extra={"pattern": FIELDS_PATTERN},
         description="comma-separated columns among " + ",".join(PRICE_FIELDS),
     )
@@ -409,9 +416,7 @@ class MoversParams(ApiModel):
         default="1d", description="calendar period back from date, as in /tickers/{symbol}/change"
     )
     limit: int = Field(default=10, ge=1, le=MAX_MOVERS, description="gainers and losers each")
-    sector: Text | None = Field(
-        default=None, max_length=100, description="GICS sector, case-insensitive"
-    )
+    sector: SectorText | None = Field(default=None, description="GICS sector, case-insensitive")
 
 
 class Mover(BaseModel):
