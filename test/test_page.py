@@ -25,6 +25,7 @@ from conftest import SP500_DIR, business_days, random_bars
 from test_api_server import start_server, stop_server
 
 from stocks import storage
+from stocks.keys import IMAGES_DB, image_key
 from stocks.redis_server import RedisServer, env_with_redis
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -605,7 +606,11 @@ def test_a_chart_whose_image_was_dropped_can_be_drawn_again(open_page, stack):
     assert card.locator("a.open").is_hidden() and card.locator("a.download").is_hidden()
     redraw = card.get_by_role("button", name="Draw it again")
     assert redraw.is_visible()
+    screenshot(tab, "page-dropped.png")
 
+    # the server really drops it too, so the redraw below must really draw it again
+    redis.Redis.from_url(stack.redis_url, db=IMAGES_DB).delete(image_key(dropped["id"]))
+    assert stack.get(f"/jobs/{dropped['id']}/image", "*/*")[0] == 410
     page.unroute("**/jobs/*/image")
     redraw.click()
     page.wait_for_function(
@@ -614,6 +619,7 @@ def test_a_chart_whose_image_was_dropped_can_be_drawn_again(open_page, stack):
     page.wait_for_function(FINISHED_WITH_IMAGE)
     again = card_state(tab)
     assert page.locator("#history .card").count() == 1 and again["width"] == 1200
+    assert again["message"].startswith("Ready in") and "reused" not in again["message"], again
     old, new = stack.json(f"/jobs/{dropped['id']}"), stack.json(f"/jobs/{again['id']}")
     assert (new["kind"], new["params"]) == (old["kind"], old["params"])
     assert new["params"]["options"]["moving_averages"] == [10, 30]
