@@ -14,8 +14,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -23,6 +25,7 @@ from conftest import SP500_DIR, business_days, random_bars
 from test_api_server import start_server, stop_server
 
 from stocks import storage
+from stocks.keys import IMAGES_DB, image_key
 from stocks.redis_server import RedisServer, env_with_redis
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -360,6 +363,10 @@ def test_phone_width_sector_filter_other_kinds_and_plain_errors(open_page, stack
     page.get_by_label("Image format").select_option("svg")
     benchmark = draw(tab)
     assert benchmark["status"] == "finished" and benchmark["width"] > 0
+    # ^GSPC is not loaded here: the card says what was drawn, as the form's note does
+    assert "equal-weight index" in text(tab, "#benchmark-note")
+    title = text(tab, "#history .card:first-child .card-title")
+    assert title.startswith("Against an equal-weight index · MSFT · "), title
 
     page.get_by_label("Candlestick").check()
     page.get_by_label("Moving averages (days, up to 3)").fill("1")
@@ -456,4 +463,179 @@ def test_dates_typed_while_a_range_loads_are_kept(open_page):
         "() => document.querySelector('#f-range').textContent.startsWith('2016-03-01')"
     )
     assert text(tab, "#f-range") == "2016-03-01 to 2016-03-31"
+    assert tab.errors == []
+
+
+# --- transient errors, search by dashed symbol, dropped images, bad addresses ---------------
+
+
+def status_errors(tab: Tab) -> list[int]:
+    """The HTTP statuses of the failed loads Chrome logged; any other error is kept as text."""
+    found = []
+    for error in tab.errors:
+        m = re.fullmatch(r"Failed to load resource: .*status of (\d+) .*", error)
+        found.append(int(m[1]) if m else error)
+    return found
+
+
+def card_state(tab: Tab) -> dict:
+    return tab.page.locator("#history .card").first.evaluate(
+        """card => ({id: card.dataset.jobId, status: card.dataset.status,
+                     title: card.querySelector('.card-title').textContent,
+                     message: card.querySelector('.card-message').textContent,
+                     width: card.querySelector('img').naturalWidth})"""
+    )
+
+
+BUSY = {  # the API's answer while Redis stalls
+    "error": {
+        "status": 503,
+        "code": "redis_unavailable",
+        "message": "the data store does not answer",
+    }
+}
+FINISHED_WITH_IMAGE = """() => {
+    const card = document.querySelector('#history .card');
+    const img = card && card.querySelector('img');
+    return card.dataset.status === 'finished' && img.complete && img.naturalWidth > 0;
+}"""
+
+
+def test_a_card_keeps_polling_through_a_busy_server(open_page):
+    """A 503 (Redis stalled) while polling is transient: the card waits Retry-After, says it
+    is trying again, and ends with the finished chart; so does a kept card on reload."""
+    tab = open_page()
+    page = tab.page
+    polls: list[tuple[float, int]] = []  # (monotonic time, status answered)
+    busy = {"left": 2}
+
+    def flaky(route) -> None:
+        if route.request.method == "GET" and busy["left"] > 0:
+            busy["left"] -= 1
+            polls.append((time.monotonic(), 503))
+            route.fulfill(status=503, headers={"Retry-After": "1"}, json=BUSY)
+        else:
+            polls.append((time.monotonic(), 0))
+            route.continue_()
+
+    page.route("**/jobs/*", flaky)  # a job's status, not its image nor POST /jobs
+    pick(tab, "jpm", "JPM")
+    page.get_by_label("Line").check()
+    page.get_by_role("button", name="Draw chart").click()
+    page.wait_for_function(
+        "() => /trying again in 1 s/i.test("
+        "document.querySelector('#history .card .card-message')?.textContent)"
+    )
+    page.wait_for_function(FINISHED_WITH_IMAGE)
+    card = card_state(tab)
+    assert card["message"].startswith("Ready in"), card
+    assert [s for _, s in polls[:3]] == [503, 503, 0]
+    assert polls[1][0] - polls[0][0] >= 0.9 and polls[2][0] - polls[1][0] >= 0.9, polls
+
+    # after a reload the kept card's first poll meets the stall too, and then its image
+    busy["left"] = 1
+    image_busy = {"left": 1}
+
+    def flaky_image(route) -> None:
+        if image_busy["left"] > 0:
+            image_busy["left"] -= 1
+            route.fulfill(status=503, headers={"Retry-After": "1"}, json=BUSY)
+        else:
+            route.continue_()
+
+    page.route("**/jobs/*/image", flaky_image)  # routing also keeps the image out of the cache
+    page.reload()
+    page.wait_for_selector("#history .card")
+    page.wait_for_function(
+        "() => /image did not load.*trying again/i.test("
+        "document.querySelector('#history .card .card-message').textContent)"
+    )
+    page.wait_for_function(FINISHED_WITH_IMAGE)
+    kept = card_state(tab)
+    assert kept["id"] == card["id"] and kept["message"] == card["message"], kept
+    page.unroute("**/jobs/*")
+    page.unroute("**/jobs/*/image")
+    assert status_errors(tab) == [503, 503, 503, 503]
+
+
+def test_search_finds_a_dotted_symbol_typed_with_a_dash_as_the_api_does(open_page, stack):
+    bars = random_bars(business_days("2016-01-04", "2017-12-29"), seed=7, start_price=150)
+    meta = {"name": "Berkshire Hathaway", "sector": "Financials", "source": "csv"}
+    storage.replace_series(redis.Redis.from_url(stack.redis_url), "BRK.B", bars, meta)
+
+    tab = open_page()
+    page = tab.page
+    for typed in ("BRK-B", "brk.b", "brk-", "Brk", "b", "hat", "co", "  berkshire   hath "):
+        page.locator("#search").fill(typed)
+        shown = page.wait_for_function(
+            """typed => document.querySelector('#search').value === typed
+                && document.querySelector('#result-count').textContent
+                && [...document.querySelectorAll('#results button')].map(b => b.dataset.symbol)""",
+            arg=typed,
+        ).json_value()
+        found = [t["symbol"] for t in stack.json(f"/tickers?{urlencode({'q': typed})}")["tickers"]]
+        assert shown == found, typed
+    pick(tab, "BRK-B", "BRK.B")
+    assert text(tab, "#t-name") == "Berkshire Hathaway"
+    assert tab.errors == []
+
+
+def test_a_chart_whose_image_was_dropped_can_be_drawn_again(open_page, stack):
+    tab = open_page()
+    page = tab.page
+    error = {
+        "status": 410,
+        "code": "image_dropped",
+        "job_status": "finished",
+        "message": (
+            "the image was dropped to keep chart storage within its budget; "
+            "post the same request again to draw it"
+        ),
+    }
+    page.route("**/jobs/*/image", lambda route: route.fulfill(status=410, json={"error": error}))
+    pick(tab, "microsoft", "MSFT")
+    page.get_by_label("Moving averages (days, up to 3)").fill("10, 30")
+    page.get_by_role("button", name="Draw chart").click()
+    page.wait_for_selector("#history .card[data-status=dropped]")
+    card = page.locator("#history .card").first
+    dropped = card_state(tab)
+    assert dropped["message"] == (
+        "The server no longer keeps this image: older images make room for newer ones."
+    )
+    assert card.locator(".chart").is_hidden()
+    assert card.locator("a.open").is_hidden() and card.locator("a.download").is_hidden()
+    redraw = card.get_by_role("button", name="Draw it again")
+    assert redraw.is_visible()
+    screenshot(tab, "page-dropped.png")
+
+    # the server really drops it too, so the redraw below must really draw it again
+    redis.Redis.from_url(stack.redis_url, db=IMAGES_DB).delete(image_key(dropped["id"]))
+    assert stack.get(f"/jobs/{dropped['id']}/image", "*/*")[0] == 410
+    page.unroute("**/jobs/*/image")
+    redraw.click()
+    page.wait_for_function(
+        "id => document.querySelector('#history .card').dataset.jobId !== id", arg=dropped["id"]
+    )
+    page.wait_for_function(FINISHED_WITH_IMAGE)
+    again = card_state(tab)
+    assert page.locator("#history .card").count() == 1 and again["width"] == 1200
+    assert again["message"].startswith("Ready in") and "reused" not in again["message"], again
+    old, new = stack.json(f"/jobs/{dropped['id']}"), stack.json(f"/jobs/{again['id']}")
+    assert (new["kind"], new["params"]) == (old["kind"], old["params"])
+    assert new["params"]["options"]["moving_averages"] == [10, 30]
+    kept = page.evaluate("JSON.parse(localStorage.getItem('stocks.charts.v1')).map(e => e.id)")
+    assert kept == [again["id"]]
+    assert status_errors(tab) == [410, 410]
+
+
+def test_a_malformed_address_is_ignored(open_page, stack):
+    tab = open_page()
+    page = tab.page
+    pick(tab, "exxon", "XOM")
+    page.goto(stack.base + "/#%E0%A4%A")  # the same page: only the hash changes
+    page.wait_for_function("() => location.hash === '#%E0%A4%A'")
+    page.reload()
+    page.wait_for_function("() => document.querySelector('#t-symbol').textContent === 'XOM'")
+    page.goto(stack.base + "/#JPM")
+    page.wait_for_function("() => document.querySelector('#t-symbol').textContent === 'JPM'")
     assert tab.errors == []

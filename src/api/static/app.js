@@ -7,6 +7,11 @@ const MAX_KEPT = 30;
 const MAX_RESULTS = 60;
 const RECENT_ROWS = 20;
 const INDEX_SYMBOL = "^GSPC";
+const EQUAL_WEIGHT = "equal-weight"; // a benchmark drawn when ^GSPC is not loaded
+const CANDLESTICK_ONLY = ["volume", "moving_averages"]; // options other kinds refuse
+const RETRY_DEFAULT_S = 2;
+const RETRY_MAX_S = 10;
+const IMAGE_TRIES = 10; // loads of a chart's image before the card gives up
 const KIND_NAMES = {
   line: "Line",
   candlestick: "Candlestick",
@@ -20,11 +25,28 @@ const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 // --- talking to the API ---------------------------------------------------------------
 
 class Problem extends Error {
-  constructor(message, status = 0) {
+  constructor(message, status = 0, retryAfter = RETRY_DEFAULT_S) {
     super(message);
     this.status = status;
+    this.retryAfter = retryAfter; // seconds to wait before asking again
+  }
+
+  // No answer, 429 or a 5xx (Redis stalled, a restart) may pass; any other 4xx is final.
+  get transient() {
+    return this.status === 0 || this.status === 429 || this.status >= 500;
   }
 }
+
+// The answer's Retry-After (seconds or an HTTP date), within 1 to RETRY_MAX_S seconds, so
+// a page never hammers a busy server nor sits idle long after it is back.
+function retrySeconds(header) {
+  const text = (header || "").trim();
+  let s = /^\d+$/.test(text) ? Number(text) : (Date.parse(text) - Date.now()) / 1000;
+  if (!Number.isFinite(s)) s = RETRY_DEFAULT_S;
+  return Math.min(Math.max(s, 1), RETRY_MAX_S);
+}
+
+const sleep = (s) => new Promise((resolve) => setTimeout(resolve, s * 1000));
 
 async function api(path, options = {}) {
   let resp;
@@ -41,8 +63,15 @@ async function api(path, options = {}) {
   }
   if (!resp.ok) {
     const message = body && body.error && body.error.message;
-    if (resp.status === 429) throw new Problem("Too many chart requests from here: wait a minute and try again.");
-    throw new Problem(message ? sentence(message) : `The server answered ${resp.status}.`, resp.status);
+    const retryAfter = retrySeconds(resp.headers.get("Retry-After"));
+    if (resp.status === 429) {
+      const text = options.method === "POST"
+        ? "Too many chart requests from here: wait a minute and try again."
+        : "Too many requests from here.";
+      throw new Problem(text, 429, retryAfter);
+    }
+    const text = message ? sentence(message) : `The server answered ${resp.status}.`;
+    throw new Problem(text, resp.status, retryAfter);
   }
   return body;
 }
@@ -92,27 +121,35 @@ function tickersIn(sector) {
   return tickerLists.get(sector);
 }
 
+const fold = (text) => text.toLowerCase().split(/\s+/).filter(Boolean).join(" ");
+const WORD_START = /(?<![0-9a-z])(?=[0-9a-z])/g;
+
+// The rule of the API's GET /tickers?q= (src/search.py), lower is better, -1 no match:
+// the symbol itself (BRK-B is BRK.B), a symbol prefix, a name word prefix, name text.
 function rank(ticker, q) {
+  if (!q) return 4; // no query: every ticker, by symbol
   const sym = ticker.symbol.toLowerCase();
-  const name = (ticker.name || "").toLowerCase();
-  if (!q) return 5;
-  if (sym === q) return 0;
-  if (sym.startsWith(q)) return 1;
-  if (name.startsWith(q)) return 2;
-  if (name.split(/[\s.,&-]+/).some((w) => w.startsWith(q))) return 3;
-  if (name.includes(q) || sym.includes(q)) return 4;
-  return -1;
+  const dotted = q.replaceAll("-", ".");
+  if (sym === q || sym === dotted) return 0;
+  if (sym.startsWith(q) || sym.startsWith(dotted)) return 1;
+  const name = fold(ticker.name || "");
+  if (!name.includes(q)) return -1;
+  for (const m of name.matchAll(WORD_START)) if (name.startsWith(q, m.index)) return 2;
+  return 3;
 }
 
-// Symbol and name search, client-side over GET /tickers?sector=. When the API gains a
-// server-side ?q= search, only this function changes.
+const bySymbol = (a, b) => (a.symbol < b.symbol ? -1 : a.symbol > b.symbol ? 1 : 0);
+
+// Symbol and name search over the page's own copy of GET /tickers?sector=: one request,
+// then none per key typed. The API's ?q= search ranks by the same rule, so both find
+// the same tickers in the same order (ties by symbol, in code point order as there).
 async function searchTickers(text, sector) {
-  const q = text.trim().toLowerCase();
+  const q = fold(text);
   const tickers = await tickersIn(sector);
   return tickers
     .map((t) => [rank(t, q), t])
     .filter(([r]) => r >= 0)
-    .sort((a, b) => a[0] - b[0] || a[1].symbol.localeCompare(b[1].symbol))
+    .sort((a, b) => a[0] - b[0] || bySymbol(a[1], b[1]))
     .map(([, t]) => t);
 }
 
@@ -377,26 +414,53 @@ async function requestChart(event) {
   const button = $("#draw");
   button.disabled = true;
   try {
-    const created = await api("/jobs", {
-      method: "POST",
-      headers: { Accept: "application/json", "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    const entry = {
-      id: created.id,
-      kind: body.kind,
-      symbols: body.symbols,
-      start: body.start,
-      end: body.end,
-      format: body.options.format,
-      requestedAt: new Date().toISOString(),
-    };
-    saveCharts([entry, ...loadCharts()].slice(0, MAX_KEPT));
-    const card = addCard(entry, true);
-    card.scrollIntoView({ block: "nearest" });
-    watch(entry, card);
+    await postChart(body);
   } catch (e) {
     error.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// POST /jobs; the new chart's card goes first, on the page and in this browser's memory.
+async function postChart(body) {
+  const created = await api("/jobs", {
+    method: "POST",
+    headers: { Accept: "application/json", "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const entry = {
+    id: created.id,
+    kind: body.kind,
+    symbols: body.symbols,
+    start: body.start,
+    end: body.end,
+    format: body.options.format,
+    requestedAt: new Date().toISOString(),
+  };
+  // the server draws a benchmark against ^GSPC when loaded, else an equal-weight index
+  if (body.kind === "benchmark") entry.index = hasIndex() ? INDEX_SYMBOL : EQUAL_WEIGHT;
+  saveCharts([entry, ...loadCharts()].slice(0, MAX_KEPT));
+  const card = addCard(entry, true);
+  card.scrollIntoView({ block: "nearest" });
+  watch(entry, card);
+}
+
+// The server dropped this chart's image (its image budget): ask for the same chart again,
+// which the server draws anew, and let the new card take the old one's place.
+async function redraw(entry, card) {
+  const button = $(".redraw", card);
+  button.disabled = true;
+  try {
+    const job = await api(`/jobs/${encodeURIComponent(entry.id)}`);
+    const { options, ...range } = job.params;
+    const kept = ([k, v]) => v != null && (job.kind === "candlestick" || !CANDLESTICK_ONLY.includes(k));
+    const body = { kind: job.kind, ...Object.fromEntries(Object.entries(range).filter(kept)) };
+    body.options = Object.fromEntries(Object.entries(options).filter(kept));
+    await postChart(body);
+    forget(entry, card);
+  } catch (e) {
+    cardError(card, e.message);
   } finally {
     button.disabled = false;
   }
@@ -423,19 +487,31 @@ function remember(key, value) {
   }
 }
 
+const hasIndex = () => allTickers.some((t) => t.symbol === INDEX_SYMBOL);
+
+function kindName(entry) {
+  if (entry.kind === "benchmark" && entry.index === EQUAL_WEIGHT) return "Against an equal-weight index";
+  return KIND_NAMES[entry.kind] || entry.kind;
+}
+
+function forget(entry, card) {
+  saveCharts(loadCharts().filter((e) => e.id !== entry.id));
+  card.remove();
+  $("#history-empty").hidden = $("#history").children.length > 0;
+}
+
 function addCard(entry, first = false) {
   const card = $("#card-template").content.firstElementChild.cloneNode(true);
   card.dataset.jobId = entry.id;
   const range = entry.start && entry.end ? ` · ${entry.start} to ${entry.end}` : "";
-  const title = `${KIND_NAMES[entry.kind] || entry.kind} · ${entry.symbols.join(", ")}${range}`;
+  const title = `${kindName(entry)} · ${entry.symbols.join(", ")}${range}`;
   $(".card-title", card).textContent = title;
   $(".chart-img", card).alt = `${title} chart`;
+  $(".chart-img", card).addEventListener("error", () => imageFailed(entry, card));
+  $(".chart-img", card).addEventListener("load", () => imageLoaded(card));
   $(".remove", card).setAttribute("aria-label", `Remove ${title}`);
-  $(".remove", card).addEventListener("click", () => {
-    saveCharts(loadCharts().filter((e) => e.id !== entry.id));
-    card.remove();
-    $("#history-empty").hidden = $("#history").children.length > 0;
-  });
+  $(".remove", card).addEventListener("click", () => forget(entry, card));
+  $(".redraw", card).addEventListener("click", () => redraw(entry, card));
   if (first) $("#history").prepend(card);
   else $("#history").append(card);
   $("#history-empty").hidden = true;
@@ -469,7 +545,8 @@ function showJob(card, entry, job) {
   else if (job.status === "finished") {
     const took = seconds(job.created_at, job.finished_at);
     const reused = job.started_at === job.finished_at ? " (an identical chart was reused)" : "";
-    message.textContent = `Ready in ${two.format(Math.max(took, 0))} s${reused}.`;
+    card.readyText = `Ready in ${two.format(Math.max(took, 0))} s${reused}.`;
+    message.textContent = card.readyText;
     const src = job.links.image;
     const img = $(".chart-img", card);
     if (img.getAttribute("src") !== src) img.src = src;
@@ -484,6 +561,26 @@ function showJob(card, entry, job) {
   }
 }
 
+function cardError(card, text) {
+  const message = $(".card-message", card);
+  message.classList.add("error");
+  message.textContent = text;
+}
+
+// A stalled Redis, a restart or a flood passes, and the job goes on meanwhile: wait as the
+// server asks, then ask again (until the card is removed).
+async function retryLater(card, problem) {
+  cardError(card, `${problem.message} Trying again in ${whole.format(problem.retryAfter)} s…`);
+  await sleep(problem.retryAfter);
+  return card.isConnected;
+}
+
+function showGone(entry, card) {
+  card.dataset.status = "gone";
+  cardError(card, "The server no longer keeps this chart: charts are kept for a limited time.");
+  saveCharts(loadCharts().filter((kept) => kept.id !== entry.id));
+}
+
 async function watch(entry, card) {
   let wait = 150;
   for (;;) {
@@ -491,22 +588,60 @@ async function watch(entry, card) {
     try {
       job = await api(`/jobs/${encodeURIComponent(entry.id)}`);
     } catch (e) {
-      const message = $(".card-message", card);
-      message.classList.add("error");
-      if (e.status !== 404) {
-        message.textContent = e.message; // the server is away: try again on the next visit
-        return;
-      }
-      card.dataset.status = "gone";
-      message.textContent = "The server no longer keeps this chart: charts are kept for a limited time.";
-      saveCharts(loadCharts().filter((kept) => kept.id !== entry.id));
+      if (e.transient && (await retryLater(card, e))) continue;
+      if (e.status === 404 || e.status === 410) showGone(entry, card);
+      else if (!e.transient) cardError(card, e.message);
       return;
     }
     showJob(card, entry, job);
-    if (!["queued", "running"].includes(job.status)) return;
-    await new Promise((resolve) => setTimeout(resolve, wait));
+    if (!["queued", "running"].includes(job.status) || !card.isConnected) return;
+    await sleep(wait / 1000);
     wait = Math.min(wait * 1.5, 2000);
   }
+}
+
+// The chart's image did not load: ask the server why. 410: the image budget dropped it
+// (the job itself stays finished); a busy server: load it again later.
+async function imageFailed(entry, card) {
+  const img = $(".chart-img", card);
+  const src = img.getAttribute("src");
+  if (!src || !card.isConnected) return;
+  const tries = Number(card.dataset.imageTries || 0) + 1;
+  card.dataset.imageTries = String(tries);
+  let problem = new Problem("The image did not load.");
+  try {
+    await api(src, { method: "HEAD" });
+  } catch (e) {
+    if (e.status === 410) return showDropped(card);
+    if (e.status === 404) return showGone(entry, card);
+    problem = new Problem(`${problem.message} ${e.message}`, e.status, e.retryAfter);
+  }
+  // answered 200 or busy: the load may pass on a later try
+  if (problem.transient && tries <= IMAGE_TRIES && (await retryLater(card, problem))) {
+    img.src = src;
+  } else {
+    cardError(card, problem.message);
+  }
+}
+
+function imageLoaded(card) {
+  if (!card.dataset.imageTries) return;
+  delete card.dataset.imageTries; // loaded on a later try: the card is as if it never failed
+  $(".card-message", card).classList.remove("error");
+  $(".card-message", card).textContent = card.readyText;
+}
+
+function showDropped(card) {
+  card.dataset.status = "dropped";
+  const message = $(".card-message", card);
+  message.classList.remove("error");
+  message.textContent = "The server no longer keeps this image: older images make room for newer ones.";
+  $(".chart", card).hidden = true;
+  for (const link of [$(".open", card), $(".download", card)]) {
+    link.hidden = true;
+    link.removeAttribute("href");
+  }
+  $(".redraw", card).hidden = false;
 }
 
 function showKeptCharts() {
@@ -516,6 +651,15 @@ function showKeptCharts() {
 }
 
 // --- start ---------------------------------------------------------------------------------
+
+// The symbol in the address (#AAPL), or "" when there is none or it does not decode.
+function hashSymbol() {
+  try {
+    return decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return "";
+  }
+}
 
 async function showDataSummary() {
   try {
@@ -543,7 +687,7 @@ async function start() {
   for (const r of $$("input[name=kind]")) r.addEventListener("change", showKindOptions);
   $("#chart-form").addEventListener("submit", requestChart);
   window.addEventListener("hashchange", () => {
-    const sym = decodeURIComponent(location.hash.slice(1));
+    const sym = hashSymbol();
     if (sym && sym !== state.symbol) selectTicker(sym);
   });
   showKindOptions();
@@ -559,12 +703,12 @@ async function start() {
   const sectors = [...new Set(allTickers.map((t) => t.sector).filter(Boolean))].sort();
   $("#sector").append(...sectors.map((s) => new Option(s, s)));
   $("#symbol-list").replaceChildren(...allTickers.map((t) => new Option(t.name || "", t.symbol)));
-  $("#benchmark-note").textContent = allTickers.some((t) => t.symbol === INDEX_SYMBOL)
+  $("#benchmark-note").textContent = hasIndex()
     ? "Compared with the S&P 500 index (^GSPC)."
     : "^GSPC is not loaded: an equal-weight index of the loaded tickers stands in for the S&P 500.";
   await showResults();
 
-  let wanted = decodeURIComponent(location.hash.slice(1));
+  let wanted = hashSymbol();
   if (!wanted) {
     try {
       wanted = localStorage.getItem(LAST_KEY) || "";
