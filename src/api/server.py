@@ -6,12 +6,12 @@ granian under a timeout, the body by its event loop under a size limit and a dea
 and only a complete request takes one of the worker's threads; a cached answer the
 version watch vouches for is given by the event loop with no thread at all. A slow, idle
 or stalled client therefore holds a socket, never a thread. Measured on 2 busy cores
-(bench/RESULTS.md, section api): about 2x (5 years) to 2.7x (one month) the requests per
-second of the same app on gunicorn gthread in the same runs, 2.2x and 3.1x the app of
-the day issue 12 was filed on its gunicorn, and normal GETs keep answering while 50
-slow sockets are open, where gunicorn's fail. granian's own WSGI mode (``granian-wsgi``,
-kept for the benchmark, no body or time limits of ours) is about as fast but hands a
-request to a thread before its body is read.
+(bench/RESULTS.md, section api): 1.8x-2.0x (5 years) and 2.3x-2.7x (one month) the
+requests per second of the same app on gunicorn gthread in the same runs, 2.2x-2.6x and
+3.0x-3.3x the app of the day issue 12 was filed on its gunicorn, and normal GETs keep
+answering while 50 slow sockets are open, where gunicorn's fail. granian's own WSGI mode
+(``granian-wsgi``, kept for the benchmark, no body or time limits of ours) is about as
+fast but hands a request to a thread before its body is read.
 
 gunicorn (``gthread`` or ``sync``) stays selectable: cores + 1 pre-forked processes,
 the app built once in the master and forked (``reset_clients`` in ``post_fork``).
