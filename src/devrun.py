@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -116,7 +115,7 @@ def stocks_command(*args: str) -> list[str]:
 
 def load(*args: str, env: dict[str, str], check: bool = False) -> None:
     """``stocks load <args>``, which ends (SIGTERM) should this process be killed."""
-    hook = partial(lifetime.end_with_parent, os.getpid())
+    hook = lifetime.ends_with_this_process()
     subprocess.run(stocks_command("load", *args), env=env, check=check, preexec_fn=hook)
 
 
@@ -181,7 +180,7 @@ def start_child(*args: str, env: dict[str, str]) -> subprocess.Popen:
         stocks_command(*args),
         process_group=0,
         env=env,
-        preexec_fn=partial(lifetime.end_with_parent, os.getpid()),
+        preexec_fn=lifetime.ends_with_this_process(),
     )
 
 

@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -25,6 +27,11 @@ def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     if os.getppid() != parent_pid:  # it died before prctl: nobody will signal us
         os._exit(0)
+
+
+def ends_with_this_process(signum: int = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess``: the child started ends when this process dies."""
+    return partial(end_with_parent, os.getpid(), signum)
 
 
 def exit_after_parent(parent_pid: int, grace: float, every: float = 1.0) -> None:

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import time
-from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -124,7 +123,7 @@ class RedisServer:
             "--logfile",
             str(self.workdir / "redis.log"),
         ]
-        hook = partial(lifetime.end_with_parent, os.getpid()) if self.end_with_parent else None
+        hook = lifetime.ends_with_this_process() if self.end_with_parent else None
         self.process = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,

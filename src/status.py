@@ -188,7 +188,7 @@ def why_not(url: str, error: BaseException) -> str:
     if isinstance(error, redis.AuthenticationError) or "auth" in text:
         return (
             f"Redis at {where} refused this client: a password is missing or wrong "
-            f"(give it in REDIS_URL: redis://:PASSWORD@host:port): {detail}"
+            f"(REDIS_URL must carry the right one): {detail}"
         )
     return f"Redis at {where} is unreachable: {detail}"
 

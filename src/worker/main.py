@@ -170,6 +170,11 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: each child finishes or puts back its job
 
+    def spawn(slot: int) -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=_child, args=(slots[slot], os.getpid()), daemon=False)
+        proc.start()
+        return proc
+
     procs = []
     # before the first child: a SIGTERM while they start stops those already started
     signal.signal(signal.SIGTERM, on_stop)
@@ -177,9 +182,7 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
     for i in range(concurrency):
         if stopping:
             break
-        proc = ctx.Process(target=_child, args=(slots[i], os.getpid()), daemon=False)
-        proc.start()
-        procs.append(proc)
+        procs.append(spawn(i))
     if stopping:  # it came while a child was starting: that one stops too
         on_stop(signal.SIGTERM, None)
     while not stopping:
@@ -190,8 +193,7 @@ def run_workers(settings: Settings, concurrency: int = 1, health_port: int | Non
                     "worker process %s exited with %s; replacing it", proc.pid, proc.exitcode
                 )
                 time.sleep(1.0)
-                procs[i] = ctx.Process(target=_child, args=(slots[i], os.getpid()), daemon=False)
-                procs[i].start()
+                procs[i] = spawn(i)
     grace = settings.shutdown_grace + 10
     for proc in procs:
         proc.join(timeout=grace)
